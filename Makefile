@@ -1,0 +1,41 @@
+# Two commands do everything on a fresh machine with Python 3.11 and make:
+#   make demo   run the workflow on the embedded mock survey and build the report
+#   make test   linters and the test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint pytest lock clean
+
+# The virtual environment is (re)made whenever the pins or the package metadata change.
+# torch goes first and alone: with 2.13.0 already installed, nothing later pulls another build.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$$(grep '^torch==' requirements.lock)"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores all
+	$(BIN)/snakemake --report results/report.html
+	@echo "Report: $(CURDIR)/results/report.html"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check .
+	$(BIN)/snakemake --lint
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint pytest
+
+# Refresh the pins from the current environment (after changing a dependency on purpose).
+lock: $(STAMP)
+	{ sed -n '1,2p' requirements.lock; $(BIN)/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf results resources .snakemake

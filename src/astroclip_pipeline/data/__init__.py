@@ -1,0 +1,1 @@
+"""From raw shards to the train/val/test dataset files, and the torch Dataset that reads them."""

@@ -1,0 +1,1 @@
+"""Spectrum transformer, image encoder, projection heads and the AstroCLIP pair (later issues)."""

@@ -1,0 +1,1 @@
+"""Where the raw shards come from: the mock survey now, the real DESI/Legacy Survey services later."""

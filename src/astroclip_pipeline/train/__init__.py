@@ -1,0 +1,1 @@
+"""The training stages on one shared Lightning loop (later issues)."""

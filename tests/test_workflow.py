@@ -1,0 +1,113 @@
+"""Snakemake on the ci preset, run as a user would: outputs, report, config errors, reruns."""
+
+import re
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import copy_workflow, run_snakemake
+
+pytestmark = pytest.mark.workflow
+CI = ("--configfile", "configs/ci.yaml")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A copy of the workflow that has run the ci preset to the end and built its report."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("run") / "astroclip")
+    run_snakemake(workdir, *CI)
+    run_snakemake(workdir, *CI, "--report", "results/report.html")
+    return workdir
+
+
+def _extra_config(workdir: Path, name: str, values: dict) -> str:
+    path = workdir / f"{name}.yaml"
+    base = yaml.safe_load((workdir / "configs/ci.yaml").read_text())
+    for section, entries in values.items():
+        base.setdefault(section, {}).update(entries) if isinstance(entries, dict) else base.update({section: entries})
+    path.write_text(yaml.safe_dump(base))
+    return path.name
+
+
+def test_ci_run_writes_dataset_and_overview(workdir):
+    for split in ("train", "val", "test"):
+        with h5py.File(workdir / f"results/data/{split}.h5") as h5:
+            assert len(h5["TARGETID"]) > 0
+            assert h5["image"].shape[1:] == (3, 32, 32)
+            assert h5["spectrum"].shape[1] == 7781 // 8
+    counts = pd.read_csv(workdir / "results/tables/dataset_cuts.csv")
+    assert counts.iloc[0]["remaining"] == 200
+    for figure in ("cutout_gallery", "example_spectra", "distributions"):
+        png = workdir / f"results/figures/overview/{figure}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    logs = list((workdir / "results/logs").rglob("*.log"))
+    assert len(logs) >= 7
+
+
+def test_report_holds_the_overview(workdir):
+    html = (workdir / "results/report.html").read_text(errors="replace")
+    for name in ("cutout_gallery.png", "example_spectra.png", "distributions.png", "dataset_cuts.csv"):
+        assert name in html, name
+
+
+def test_second_run_has_nothing_to_do(workdir):
+    assert "Nothing to be done" in run_snakemake(workdir, *CI, "-n").stdout
+
+
+def _executed_jobs(result) -> dict[str, int]:
+    """Rule -> number of jobs a real run executed, from Snakemake's log."""
+    counts: dict[str, int] = {}
+    for name in re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):", result.stderr + result.stdout, re.MULTILINE):
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_changing_the_mock_seed_reruns_mock_and_dataset(workdir):
+    extra = _extra_config(workdir, "seed", {"mock": {"seed": 8}})
+    jobs = _executed_jobs(run_snakemake(workdir, "--configfile", extra))
+    assert jobs.get("select_mock_targets") == 1
+    assert jobs.get("mock_spectra") == 2 and jobs.get("mock_cutouts") == 2  # both shards
+    assert jobs.get("build_dataset") == 1
+
+
+def test_changing_a_report_value_reruns_no_data_rule(workdir):
+    extra = _extra_config(workdir, "gallery", {"mock": {"seed": 8}, "report": {"gallery_size": 5}})
+    jobs = _executed_jobs(run_snakemake(workdir, "--configfile", extra))
+    assert jobs.get("plot_cutout_gallery") == 1
+    assert not {"select_mock_targets", "mock_spectra", "mock_cutouts", "build_dataset", "plot_example_spectra"} & set(
+        jobs
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"mock": {"seeed": 1}}, r"'seeed' was unexpected"),
+        ({"mock": {"seed": "forty-two"}}, r"'forty-two' is not of type 'integer'[\s\S]*\['seed'\]"),
+        ({"mock": {"artefact_fraction": 1.5}}, r"greater than the maximum[\s\S]*\['artefact_fraction'\]"),
+        ({"colour": "red"}, r"'colour' was unexpected"),
+        ({"dataset": {"split": {"train": 0.9, "val": 0.1, "test": 0.1}}}, r"config key 'dataset.split'"),
+        ({"source": "desi-edr"}, r"config key 'source': 'desi-edr' has no download rules"),
+    ],
+)
+def test_bad_config_stops_with_a_message_naming_the_key(workdir, values, expected):
+    extra = _extra_config(workdir, "bad", values)
+    result = run_snakemake(workdir, "-n", "--configfile", extra, check=False)
+    assert result.returncode != 0
+    assert re.search(expected, result.stdout + result.stderr), result.stderr[-2000:]
+
+
+def test_defaults_fill_keys_the_config_leaves_out(workdir):
+    (workdir / "minimal.yaml").write_text("mock: {n_galaxies: 50}\n")
+    result = run_snakemake(workdir, "-n", "--configfile", "minimal.yaml", "--print-compilation", check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_slurm_profile_resolves(workdir):
+    # The data now come from another seed (the rerun tests), so the plan rebuilds them.
+    result = run_snakemake(workdir, *CI, "--profile", "slurm", "-n")
+    assert "Using profile slurm" in result.stderr
+    assert "select_mock_targets" in result.stdout and "build_dataset" in result.stdout

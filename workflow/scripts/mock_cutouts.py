@@ -1,0 +1,11 @@
+from astroclip_pipeline.logs import log_to_file
+from astroclip_pipeline.sources.mock.survey import MockSurveySpec, write_cutouts
+
+log_to_file(snakemake.log[0])
+write_cutouts(
+    MockSurveySpec.from_config(snakemake.params.mock),
+    galaxies_path=snakemake.input.galaxies,
+    shard=int(snakemake.wildcards.shard),
+    cutouts_path=snakemake.output.cutouts,
+    missing_path=snakemake.output.missing,
+)
