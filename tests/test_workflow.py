@@ -47,9 +47,25 @@ def test_ci_run_writes_dataset_and_overview(workdir):
     assert len(logs) >= 7
 
 
+def test_ci_run_pretrains_the_spectrum_transformer(workdir):
+    import torch
+
+    encoder = torch.load(workdir / "results/models/spectrum_encoder.ckpt", weights_only=True)
+    assert encoder["config"]["embed_dim"] == 32 and encoder["config"]["n_layers"] == 2  # ci overrides
+    scores = pd.read_csv(workdir / "results/tables/mask_filling_mse.csv").set_index("method")
+    assert list(scores.index) == ["transformer", "linear interpolation", "noise floor"]
+    assert (scores.masked_mse > 0).all()
+    metrics = pd.read_csv(workdir / "results/tables/spectrum_pretraining_metrics.csv")
+    assert metrics.val_loss.notna().sum() == 2  # one per epoch
+    for figure in ("spectrum_loss", "mask_filling"):
+        assert (workdir / f"results/figures/pretrain/{figure}.png").stat().st_size > 10_000
+
+
 def test_report_holds_the_overview(workdir):
     html = (workdir / "results/report.html").read_text(errors="replace")
-    for name in ("cutout_gallery.png", "example_spectra.png", "distributions.png", "dataset_cuts.csv"):
+    names = ("cutout_gallery.png", "example_spectra.png", "distributions.png", "dataset_cuts.csv",
+             "spectrum_loss.png", "mask_filling.png", "mask_filling_mse.csv")  # fmt: skip
+    for name in names:
         assert name in html, name
 
 
@@ -71,15 +87,22 @@ def test_changing_the_mock_seed_reruns_mock_and_dataset(workdir):
     assert jobs.get("select_mock_targets") == 1
     assert jobs.get("mock_spectra") == 2 and jobs.get("mock_cutouts") == 2  # both shards
     assert jobs.get("build_dataset") == 1
+    assert jobs.get("pretrain_spectra") == 1  # trained on the new data
+
+
+def test_changing_a_training_value_reruns_training_not_data(workdir):
+    extra = _extra_config(workdir, "lr", {"mock": {"seed": 8}, "pretrain_spectra": {"lr": 0.001}})
+    jobs = _executed_jobs(run_snakemake(workdir, "--configfile", extra))
+    assert jobs.get("pretrain_spectra") == 1
+    assert not {"select_mock_targets", "mock_spectra", "mock_cutouts", "build_dataset"} & set(jobs)
 
 
 def test_changing_a_report_value_reruns_no_data_rule(workdir):
-    extra = _extra_config(workdir, "gallery", {"mock": {"seed": 8}, "report": {"gallery_size": 5}})
-    jobs = _executed_jobs(run_snakemake(workdir, "--configfile", extra))
+    changes = {"mock": {"seed": 8}, "pretrain_spectra": {"lr": 0.001}, "report": {"gallery_size": 5}}
+    jobs = _executed_jobs(run_snakemake(workdir, "--configfile", _extra_config(workdir, "gallery", changes)))
     assert jobs.get("plot_cutout_gallery") == 1
-    assert not {"select_mock_targets", "mock_spectra", "mock_cutouts", "build_dataset", "plot_example_spectra"} & set(
-        jobs
-    )
+    expensive = {"select_mock_targets", "mock_spectra", "mock_cutouts", "build_dataset", "pretrain_spectra"}
+    assert not (expensive | {"plot_example_spectra"}) & set(jobs)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 # Config validation and every helper the rules use; the other .smk files hold rules only.
-from pathlib import Path
+import os
 
 import pandas as pd
 from snakemake.utils import validate
@@ -49,6 +49,12 @@ def missing_lists(wildcards):
     ]
 
 
+def run_dir_of(output_name):
+    """Params function: a training run's working directory (checkpoints, metrics), named after its
+    output file without the extension, e.g. results/models/spectrum_encoder/."""
+    return lambda wildcards, output: os.path.splitext(output[output_name])[0]
+
+
 def dataset_files():
     return [f"results/data/{split}.h5" for split in SPLITS]
 
@@ -59,4 +65,7 @@ def all_outputs():
         "results/figures/overview/cutout_gallery.png",
         "results/figures/overview/example_spectra.png",
         "results/figures/overview/distributions.png",
+        "results/figures/pretrain/spectrum_loss.png",
+        "results/figures/pretrain/mask_filling.png",
+        "results/tables/mask_filling_mse.csv",
     ]

@@ -4,24 +4,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..files import atomic_path  # noqa: E402
-from .rgb import legacysurvey_rgb  # noqa: E402
+from .figures import plt, save_figure
+from .rgb import legacysurvey_rgb
 
 #: Rest-frame lines marked on example spectra (Å, air): emission lines above, absorption below.
 EMISSION_LINES = {"[O II]": 3727.4, "Hβ": 4861.3, "[O III]": 5006.8, "Hα": 6562.8, "[N II]": 6583.4, "[S II]": 6716.4}
 ABSORPTION_LINES = {"Ca K": 3933.7, "Ca H": 3968.5, "G band": 4304.4, "Mg b": 5175.3, "Na D": 5892.9}
-
-
-def _save(fig: plt.Figure, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
 
 
 def _random_rows(n_rows: int, n: int, seed: int) -> np.ndarray:
@@ -49,7 +39,7 @@ def plot_cutout_gallery(dataset_path: str | Path, output_path: str | Path, n: in
         ax.set_title(title, fontsize=6.5)
     size_arcsec = images.shape[-1] * pixscale
     fig.suptitle(f'{len(rows)} random cutouts ({bands}, {size_arcsec:.0f}" across)', fontsize=9)
-    _save(fig, output_path)
+    save_figure(fig, output_path)
 
 
 def _mark_lines(ax: plt.Axes, z: float, wavelength: np.ndarray) -> None:
@@ -85,7 +75,7 @@ def plot_example_spectra(dataset_path: str | Path, output_path: str | Path, n: i
     axes[0, 0].legend(fontsize=7, loc="upper right")
     axes[-1, 0].set_xlabel("observed wavelength [Å]")
     fig.suptitle(f"Example spectra (flux in {unit}); lines at (1+z) λ_rest", fontsize=9)
-    _save(fig, output_path)
+    save_figure(fig, output_path)
 
 
 def plot_distributions(dataset_paths: Sequence[str | Path], output_path: str | Path) -> None:
@@ -111,4 +101,4 @@ def plot_distributions(dataset_paths: Sequence[str | Path], output_path: str | P
     ax.set_ylabel("log M* [M☉]")
     ax.set_title("flux limit: massive galaxies reach higher z", fontsize=8)
     fig.tight_layout()
-    _save(fig, output_path)
+    save_figure(fig, output_path)

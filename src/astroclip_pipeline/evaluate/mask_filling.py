@@ -1,0 +1,165 @@
+"""How well the pretrained spectrum transformer fills masked segments, against linear interpolation."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+from ..files import atomic_path
+from ..models.specformer import PATCH_SIZE, PATCH_STRIDE, standardise, tokenize, tokens_from_standardised
+from ..train.masked_segments import chunk_mask, hide, interpolation_baseline, masked_mse, reconstruct_spectrum
+from ..train.spectrum_pretraining import load_encoder
+from .figures import plt, save_figure
+from .overview import ABSORPTION_LINES, EMISSION_LINES
+
+
+def _batches(path: str | Path, batch_size: int):
+    with h5py.File(path, "r") as h5:
+        for start in range(0, len(h5["TARGETID"]), batch_size):
+            part = slice(start, start + batch_size)
+            yield torch.from_numpy(h5["spectrum"][part]), torch.from_numpy(h5["ivar"][part])
+
+
+@torch.no_grad()
+def mask_filling_scores(
+    encoder_path: str | Path, dataset_path: str | Path, n_chunks: int, chunk_length: int, seed: int = 0,
+    batch_size: int = 256,
+) -> pd.DataFrame:  # fmt: skip
+    """Masked-region MSE (standardised flux units) of the model and of linear interpolation.
+
+    Both see exactly the same masks (seeded) and are scored on the same entries: masked tokens'
+    good pixels. A third row gives the noise floor, the MSE that a perfect, noise-free prediction
+    would still have (the mean noise variance 1/(ivar std²) over those entries). Returns one row each.
+    """
+    model = load_encoder(encoder_path)
+    generator = torch.Generator().manual_seed(seed)
+    squared = {"transformer": 0.0, "linear interpolation": 0.0, "noise floor": 0.0}
+    n_entries, n_spectra = 0.0, 0
+    for flux, ivar in _batches(dataset_path, batch_size):
+        tokens, valid = tokenize(flux, ivar)
+        mask = chunk_mask(len(flux), tokens.shape[1], n_chunks, chunk_length, generator)
+        weight = (mask[..., None] & valid).sum().item()
+        _, prediction = model(hide(tokens, mask))
+        baseline = interpolation_baseline(flux, ivar, mask)
+        squared["transformer"] += masked_mse(prediction, tokens, mask, valid).item() * weight
+        squared["linear interpolation"] += masked_mse(baseline, tokens, mask, valid).item() * weight
+        squared["noise floor"] += _noise_variance(flux, ivar, mask, valid)
+        n_entries += weight
+        n_spectra += len(flux)
+    baseline_mse = squared["linear interpolation"] / n_entries
+    rows = [
+        {
+            "method": method,
+            "masked_mse": total / n_entries,
+            "relative_to_interpolation": total / n_entries / baseline_mse,
+            "n_spectra": n_spectra,
+            "n_masked_pixels": int(n_entries),
+        }
+        for method, total in squared.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def _noise_variance(flux: torch.Tensor, ivar: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> float:
+    """Sum over the scored entries of each pixel's noise variance in standardised units."""
+    _, _, std = standardise(flux, ivar)
+    variance = torch.where(ivar > 0, 1.0 / (ivar.clamp_min(1e-30) * std**2), torch.zeros_like(ivar))
+    tokens = tokens_from_standardised(variance, torch.zeros_like(std), torch.zeros_like(std))
+    weight = mask[..., None] & valid
+    weight[:, 0] = False  # the statistics token carries no pixel noise
+    return float((tokens * weight).sum())
+
+
+def write_mask_filling_table(encoder_path, dataset_path, output_path, n_chunks: int, chunk_length: int, seed: int):
+    table = mask_filling_scores(encoder_path, dataset_path, n_chunks, chunk_length, seed)
+    with atomic_path(output_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.5g")
+
+
+def _pixel_ranges(mask_row: torch.Tensor) -> list[tuple[int, int]]:
+    """Pixel ranges [start, stop) hidden from the model: covered by masked segment tokens only."""
+    masked = mask_row[1:].numpy()
+    ranges, start = [], None
+    for i, m in enumerate(np.append(masked, False)):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            # segments start..i-1 cover pixels start*10 .. (i-1)*10+20; neighbours see the outer 10 each side
+            ranges.append((start * PATCH_STRIDE + PATCH_STRIDE, (i - 1) * PATCH_STRIDE + PATCH_SIZE - PATCH_STRIDE))
+            start = None
+    return ranges
+
+
+def _lines_in(lo: float, hi: float, z: float) -> list[str]:
+    lines = {**EMISSION_LINES, **ABSORPTION_LINES}
+    return [name for name, rest in lines.items() if lo <= rest * (1 + z) <= hi]
+
+
+@torch.no_grad()
+def plot_mask_filling(
+    encoder_path, dataset_path, output_path, n_examples: int, n_chunks: int, chunk_length: int, seed: int
+) -> None:
+    """Paper appendix C: truth, masked regions shaded, the model's fill and the interpolation, with
+    zoomed insets on masked regions that cover an emission or absorption line."""
+    model = load_encoder(encoder_path)
+    rng = np.random.default_rng(seed)
+    with h5py.File(dataset_path, "r") as h5:
+        rows = np.sort(rng.choice(len(h5["TARGETID"]), size=min(n_examples, len(h5["TARGETID"])), replace=False))
+        flux = torch.from_numpy(h5["spectrum"][rows])
+        ivar = torch.from_numpy(h5["ivar"][rows])
+        z = h5["Z_HP"][rows]
+        wavelength = h5["wavelength"][()]
+    tokens, _ = tokenize(flux, ivar)
+    generator = torch.Generator().manual_seed(seed)
+    # For each example, draw masks until one hides a spectral line (up to 100 tries), so the insets
+    # show the model at work where it matters.
+    masks = []
+    for i in range(len(rows)):
+        for _ in range(100):
+            mask = chunk_mask(1, tokens.shape[1], n_chunks, chunk_length, generator)[0]
+            ranges = _pixel_ranges(mask)
+            if any(_lines_in(wavelength[a], wavelength[b - 1], z[i]) for a, b in ranges if b > a):
+                break
+        masks.append(mask)
+    mask = torch.stack(masks)
+    _, prediction = model(hide(tokens, mask))
+    _, mean, std = standardise(flux, ivar)
+    to_flux = lambda standard: (standard * std + mean).numpy()  # noqa: E731
+    filled = to_flux(reconstruct_spectrum(prediction, tokens, mask, flux.shape[1]))
+    interpolated = to_flux(reconstruct_spectrum(interpolation_baseline(flux, ivar, mask), tokens, mask, flux.shape[1]))
+
+    fig, axes = plt.subplots(len(rows), 1, figsize=(11, 3.0 * len(rows)), squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        good = ivar[i].numpy() > 0
+        ax.plot(wavelength, np.where(good, flux[i].numpy(), np.nan), color="0.55", lw=0.5, label="data")
+        hidden = np.zeros(len(wavelength), dtype=bool)
+        zooms = []
+        for a, b in _pixel_ranges(mask[i]):
+            if b <= a:
+                continue
+            hidden[a:b] = True
+            ax.axvspan(wavelength[a], wavelength[b - 1], color="tab:orange", alpha=0.15, lw=0)
+            names = _lines_in(wavelength[a], wavelength[b - 1], z[i])
+            if names:
+                zooms.append((a, b, names))
+        ax.plot(wavelength, np.where(hidden, interpolated[i], np.nan), color="tab:blue", lw=0.9, ls="--",
+                label="linear interpolation")  # fmt: skip
+        ax.plot(wavelength, np.where(hidden, filled[i], np.nan), color="tab:red", lw=1.0, label="transformer")
+        lo, hi = np.nanpercentile(np.where(good, flux[i].numpy(), np.nan), [0.5, 99.9])
+        ax.set_ylim(lo - 0.3 * abs(lo), 1.3 * hi)
+        ax.set_title(f"z = {z[i]:.3f}: masked regions shaded", fontsize=8, loc="left")
+        ax.set_ylabel("flux [1e-17 cgs/Å]", fontsize=8)
+        for k, (a, b, names) in enumerate(zooms[:2]):
+            inset = ax.inset_axes([0.02 + 0.25 * k, 0.52, 0.22, 0.44])
+            pad = slice(max(0, a - 15), min(len(wavelength), b + 15))
+            inset.plot(wavelength[pad], np.where(good[pad], flux[i].numpy()[pad], np.nan), color="0.55", lw=0.6)
+            inset.plot(wavelength[a:b], interpolated[i][a:b], color="tab:blue", lw=0.9, ls="--")
+            inset.plot(wavelength[a:b], filled[i][a:b], color="tab:red", lw=1.0)
+            inset.axvspan(wavelength[a], wavelength[b - 1], color="tab:orange", alpha=0.15, lw=0)
+            inset.set_title(", ".join(names), fontsize=7)
+            inset.tick_params(labelsize=6)
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("observed wavelength [Å]")
+    save_figure(fig, output_path)

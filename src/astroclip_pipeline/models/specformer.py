@@ -1,0 +1,183 @@
+"""The spectrum transformer of AstroCLIP v1 ("specformer"): a GPT-2-like encoder over spectrum segments.
+
+A spectrum is Z-scored on its own (mean and standard deviation over its good pixels), cut into
+segments of 20 pixels that overlap by 10, and each segment becomes a 22-wide token (two leading
+feature columns, zero for segments); a first token carries the mean and standard deviation, so
+nothing about the spectrum's amplitude is lost. The transformer is a stack of pre-LayerNorm blocks
+with learned absolute positions, bidirectional attention and a GELU MLP; a linear head maps each
+hidden state back to a 22-wide token, which masked-segment pretraining asks it to fill in.
+
+Read top to bottom, in the spirit of nanoGPT's ``model.py``.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PATCH_SIZE = 20
+PATCH_STRIDE = 10
+N_FEATURE_COLUMNS = 2
+TOKEN_WIDTH = PATCH_SIZE + N_FEATURE_COLUMNS
+#: The official code clips each spectrum's std below at 0.2 so that flat, faint spectra are not blown up.
+MIN_STD = 0.2
+
+
+@dataclass(frozen=True)
+class SpecFormerConfig:
+    embed_dim: int = 768
+    n_layers: int = 6
+    n_heads: int = 6
+    max_len: int = 800
+    dropout: float = 0.0
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "SpecFormerConfig":
+        presets = {
+            "paper": cls(embed_dim=768, n_layers=6, n_heads=6, max_len=800),
+            # Small enough that the default run pretrains in a few minutes on two CPU cores.
+            "laptop": cls(embed_dim=64, n_layers=4, n_heads=4, max_len=800),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown specformer preset {name!r}; choose one of {sorted(presets)}")
+        return cls(**{**asdict(presets[name]), **overrides})
+
+
+def n_tokens(n_pixels: int) -> int:
+    """Tokens for a spectrum of ``n_pixels``: one statistics token plus the full segments (the
+    last, short segment is dropped as in the official code): 778 for DESI's 7781 pixels."""
+    if n_pixels < PATCH_SIZE:
+        raise ValueError(f"a spectrum needs at least {PATCH_SIZE} pixels, got {n_pixels}")
+    return 1 + (n_pixels - PATCH_SIZE) // PATCH_STRIDE + 1
+
+
+def standardise(flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Z-score each spectrum over its good pixels (ivar > 0); masked pixels become 0.
+
+    Returns (standardised flux, mean, std), mean and std of shape (batch, 1). Pixels the survey
+    masked carry no information (DESI sets their flux to 0), so they must not pull the mean or std.
+    """
+    good = (ivar > 0).to(flux.dtype)
+    n_good = good.sum(dim=-1, keepdim=True).clamp_min(1.0)
+    mean = (flux * good).sum(dim=-1, keepdim=True) / n_good
+    var = (((flux - mean) * good) ** 2).sum(dim=-1, keepdim=True) / n_good
+    std = var.sqrt().clamp_min(MIN_STD)
+    return (flux - mean) / std * good, mean, std
+
+
+def tokens_from_standardised(standard: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Standardised spectra (batch, n_pixels) and their statistics -> tokens (batch, n_tokens, 22)."""
+    patches = standard.unfold(-1, PATCH_SIZE, PATCH_STRIDE)  # (batch, n_patches, 20)
+    batch, n_patches, _ = patches.shape
+    tokens = standard.new_zeros(batch, n_patches + 1, TOKEN_WIDTH)
+    tokens[:, 1:, N_FEATURE_COLUMNS:] = patches
+    tokens[:, 0, 0] = (mean[:, 0] - 2.0) / 2.0
+    tokens[:, 0, 1] = (std[:, 0] - 2.0) / 8.0
+    return tokens
+
+
+def tokenize(flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, n_pixels) spectra -> tokens (batch, n_tokens, 22) and pixel validity of the same shape.
+
+    The validity says which token entries are real data (a good pixel, or the statistics token's two
+    values); the loss uses it so that masked pixels are never targets.
+    """
+    standard, mean, std = standardise(flux, ivar)
+    tokens = tokens_from_standardised(standard, mean, std)
+    good = (ivar > 0).unfold(-1, PATCH_SIZE, PATCH_STRIDE)
+    valid = torch.zeros_like(tokens, dtype=torch.bool)
+    valid[:, 1:, N_FEATURE_COLUMNS:] = good
+    valid[:, 0, :N_FEATURE_COLUMNS] = True
+    return tokens, valid
+
+
+def detokenize(tokens: torch.Tensor, n_pixels: int) -> torch.Tensor:
+    """Tokens back to a standardised spectrum, averaging the two segments that cover each pixel."""
+    patches = tokens[:, 1:, N_FEATURE_COLUMNS:].transpose(1, 2)  # (batch, 20, n_patches)
+    n_covered = PATCH_STRIDE * (patches.shape[-1] - 1) + PATCH_SIZE
+    fold = dict(output_size=(1, n_covered), kernel_size=(1, PATCH_SIZE), stride=(1, PATCH_STRIDE))
+    summed = F.fold(patches, **fold)[:, 0, 0]
+    counts = F.fold(torch.ones_like(patches), **fold)[:, 0, 0]
+    out = tokens.new_full((tokens.shape[0], n_pixels), float("nan"))
+    out[:, :n_covered] = summed / counts
+    return out
+
+
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head self-attention through PyTorch's fused scaled_dot_product_attention."""
+
+    def __init__(self, config: SpecFormerConfig):
+        super().__init__()
+        if config.embed_dim % config.n_heads:
+            raise ValueError(f"embed_dim {config.embed_dim} is not divisible by n_heads {config.n_heads}")
+        self.n_heads = config.n_heads
+        self.qkv = nn.Linear(config.embed_dim, 3 * config.embed_dim)
+        self.proj = nn.Linear(config.embed_dim, config.embed_dim)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.qkv(x).split(width, dim=-1)
+        q, k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(batch, length, width))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, config: SpecFormerConfig):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(config.embed_dim)
+        self.attn = SelfAttention(config)
+        self.ln_mlp = nn.LayerNorm(config.embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.embed_dim, 4 * config.embed_dim),
+            nn.GELU(),
+            nn.Linear(4 * config.embed_dim, config.embed_dim),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x))
+        return x + self.mlp(self.ln_mlp(x))
+
+
+class SpecFormer(nn.Module):
+    """Tokens (batch, n_tokens, 22) -> hidden states (batch, n_tokens, embed) and reconstructions."""
+
+    def __init__(self, config: SpecFormerConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Linear(TOKEN_WIDTH, config.embed_dim)
+        self.position = nn.Parameter(torch.zeros(config.max_len, config.embed_dim))
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_final = nn.LayerNorm(config.embed_dim)
+        self.head = nn.Linear(config.embed_dim, TOKEN_WIDTH)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The paper's initialisation: every linear weight ~ N(0, (2 fan_in n_layers)^-1/2), biases 0."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                std = 1.0 / math.sqrt(2.0 * module.in_features * self.config.n_layers)
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.position, mean=0.0, std=0.02)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        length = tokens.shape[1]
+        if length > self.config.max_len:
+            raise ValueError(f"{length} tokens exceed max_len {self.config.max_len} of this SpecFormer")
+        x = self.dropout(self.embed(tokens) + self.position[:length])
+        for block in self.blocks:
+            x = block(x)
+        hidden = self.ln_final(x)
+        return hidden, self.head(hidden)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

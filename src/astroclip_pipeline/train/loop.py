@@ -1,0 +1,121 @@
+"""The training loop every stage shares: Lightning with checkpoints, resume, precision and logging.
+
+- CUDA when present, in bf16 autocast; the CPU otherwise, in full precision, with the same code.
+- A checkpoint (``last.ckpt``) at the end of every epoch and when training is interrupted (Ctrl-C,
+  SIGTERM from a scheduler, an error), so a rerun resumes from the last saved step.
+- Metrics to ``logs/version_N/metrics.csv``, one version per attempt, so that resuming never
+  overwrites what an earlier attempt logged; ``collect_metrics`` joins them. A progress bar.
+"""
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+log = logging.getLogger(__name__)
+LAST = "last.ckpt"
+
+
+class CheckpointOnInterrupt(Callback):
+    """Save ``last.ckpt`` when fitting stops on an exception, so no finished step is lost."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / LAST
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.global_step > 0:
+            log.warning("training interrupted (%r); saving %s at step %d", exception, self.path, trainer.global_step)
+            trainer.save_checkpoint(self.path)
+
+
+def accelerator_settings(devices: int) -> dict:
+    """Trainer arguments for this machine: bf16 on CUDA (DDP when several GPUs), fp32 on CPU."""
+    if torch.cuda.is_available():
+        n = max(1, min(devices, torch.cuda.device_count()))
+        strategy = "ddp" if n > 1 else "auto"
+        return {"accelerator": "gpu", "devices": n, "precision": "bf16-mixed", "strategy": strategy}
+    return {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+
+
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    path = Path(run_dir) / "checkpoints" / LAST
+    return path if path.exists() else None
+
+
+def prepare_run_dir(run_dir: str | Path, settings: dict) -> None:
+    """Keep ``run_dir``'s checkpoints only if they were made with the same ``settings``.
+
+    A rerun with the same settings resumes; a rerun after a config change (Snakemake reruns the
+    rule when its params change) must not resume a model trained with other settings, so the old
+    checkpoints and metrics are removed and training starts afresh.
+    """
+    run_dir = Path(run_dir)
+    record = run_dir / "settings.json"
+    wanted = json.dumps(settings, sort_keys=True, indent=1, default=str)
+    if record.exists() and record.read_text() != wanted:
+        log.warning("%s holds a run with other settings; starting afresh", run_dir)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir / "logs", ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(wanted)
+
+
+def fit(
+    module: L.LightningModule,
+    train_loader,
+    val_loader,
+    run_dir: str | Path,
+    max_epochs: int,
+    gradient_clip: float | None = 1.0,
+    devices: int = 1,
+    seed: int = 0,
+    callbacks: Sequence[Callback] = (),
+) -> L.Trainer:
+    """Train ``module``, resuming from ``run_dir/checkpoints/last.ckpt`` when it exists.
+
+    ``callbacks`` are added to the standard ones (checkpointing, learning-rate and progress).
+    """
+    L.seed_everything(seed, workers=True, verbose=False)
+    run_dir = Path(run_dir)
+    checkpoints = run_dir / "checkpoints"
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        gradient_clip_val=gradient_clip,
+        default_root_dir=run_dir,
+        logger=CSVLogger(save_dir=run_dir, name="logs"),
+        callbacks=[
+            # one file, last.ckpt, rewritten at the end of every epoch
+            ModelCheckpoint(
+                dirpath=checkpoints, filename=LAST.removesuffix(".ckpt"), save_top_k=1, every_n_epochs=1,
+                enable_version_counter=False,
+            ),  # fmt: skip
+            CheckpointOnInterrupt(checkpoints),
+            LearningRateMonitor(logging_interval="step"),
+            TQDMProgressBar(refresh_rate=10),
+            *callbacks,
+        ],
+        log_every_n_steps=1,
+        enable_model_summary=False,
+        **accelerator_settings(devices),
+    )
+    resume = last_checkpoint(run_dir)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    return trainer
+
+
+def collect_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """Every attempt's logged metrics in one table, in step order (later attempts win on a repeat)."""
+    files = sorted((Path(run_dir) / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    if not files:
+        raise FileNotFoundError(f"{run_dir}: no logs/version_*/metrics.csv; has training run?")
+    frames = [pd.read_csv(f).assign(attempt=i) for i, f in enumerate(files)]
+    return pd.concat(frames, ignore_index=True).sort_values(["step", "attempt"], kind="stable").reset_index(drop=True)

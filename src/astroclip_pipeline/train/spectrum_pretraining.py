@@ -1,0 +1,154 @@
+"""Stage 3a: pretrain the spectrum transformer by masked-segment filling."""
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
+
+from ..data.galaxy_dataset import GalaxyDataset
+from ..files import atomic_path
+from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, tokenize
+from .loop import collect_metrics, fit, prepare_run_dir
+from .masked_segments import chunk_mask, hide, masked_mse
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """One-to-one with the ``pretrain_spectra:`` block of the config."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    gradient_clip: float = 1.0
+    mask_chunks: int = 6
+    mask_chunk_length: int = 30
+    num_workers: int = 0
+    gpus: int = 0
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, block: dict) -> "PretrainSettings":
+        values = dict(block)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; none on biases, LayerNorm gains and position embeddings."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        (decay if parameter.ndim >= 2 and "position" not in name else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class SpectrumPretraining(L.LightningModule):
+    def __init__(self, model_config: dict, settings: dict):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = SpecFormer(SpecFormerConfig(**model_config))
+        self.settings = PretrainSettings.from_config(settings)
+
+    def _loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        tokens, valid = tokenize(batch["spectrum"], batch["ivar"])
+        s = self.settings
+        mask = chunk_mask(tokens.shape[0], tokens.shape[1], s.mask_chunks, s.mask_chunk_length, generator)
+        mask = mask.to(tokens.device, non_blocking=True)
+        _, prediction = self.model(hide(tokens, mask))
+        return masked_mse(prediction.float(), tokens, mask, valid)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["spectrum"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # The same masks every epoch, so validation losses are comparable from epoch to epoch.
+        generator = torch.Generator().manual_seed(batch_idx)
+        loss = self._loss(batch, generator)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["spectrum"]), sync_dist=True)
+
+    def configure_optimizers(self):
+        s = self.settings
+        optimizer = torch.optim.AdamW(parameter_groups(self.model, s.weight_decay), lr=s.lr, betas=s.betas)
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, s.warmup_steps, total, s.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def spectrum_loader(path: str | Path, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
+    dataset = GalaxyDataset(path, fields=("spectrum", "ivar"), columns=())
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        persistent_workers=num_workers > 0, drop_last=shuffle,
+    )  # fmt: skip
+
+
+def save_encoder(module: SpectrumPretraining, path: str | Path) -> None:
+    """The trained transformer as a plain torch file: its config and weights, no Lightning needed."""
+    payload = {"config": asdict(module.model.config), "state_dict": module.model.state_dict()}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> SpecFormer:
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    for key in ("config", "state_dict"):
+        if key not in payload:
+            raise KeyError(f"{path}: not a spectrum-encoder file (no {key!r}); expected the output of pretrain_spectra")
+    model = SpecFormer(SpecFormerConfig(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def pretrain_spectra(
+    train_path: str | Path,
+    val_path: str | Path,
+    run_dir: str | Path,
+    encoder_path: str | Path,
+    metrics_path: str | Path,
+    model: dict,
+    settings: dict,
+    callbacks: Sequence[Callback] = (),
+) -> None:
+    """Train (or resume training) and write the encoder file and the metrics table.
+
+    ``model`` is the ``spectrum_encoder:`` config block (a preset name and overrides), ``settings``
+    the ``pretrain_spectra:`` block.
+    """
+    s = PretrainSettings.from_config(settings)
+    overrides = {k: v for k, v in model.items() if k != "preset" and v is not None}
+    model_config = asdict(SpecFormerConfig.preset(model["preset"], **overrides))
+    prepare_run_dir(run_dir, {"model": model_config, "settings": asdict(s)})
+    train = spectrum_loader(train_path, s.batch_size, True, s.num_workers)
+    val = spectrum_loader(val_path, s.batch_size, False, s.num_workers)
+    n_pixels = train.dataset[0]["spectrum"].shape[0]
+    if n_tokens(n_pixels) > model_config["max_len"]:
+        raise ValueError(f"{train_path}: {n_tokens(n_pixels)} tokens exceed max_len {model_config['max_len']}")
+    module = SpectrumPretraining(model_config, asdict(s))
+    fit(
+        module, train, val, run_dir, s.epochs, gradient_clip=s.gradient_clip, devices=max(1, s.gpus), seed=s.seed,
+        callbacks=callbacks,
+    )  # fmt: skip
+    save_encoder(module, encoder_path)
+    with atomic_path(metrics_path) as tmp:
+        collect_metrics(run_dir).to_csv(tmp, index=False)

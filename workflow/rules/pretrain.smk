@@ -1,0 +1,93 @@
+# Stage 3a: masked-segment pretraining of the spectrum transformer, and what the report shows of it.
+
+
+rule pretrain_spectra:
+    input:
+        train="results/data/train.h5",
+        val="results/data/val.h5",
+    output:
+        encoder="results/models/spectrum_encoder.ckpt",
+        metrics="results/tables/spectrum_pretraining_metrics.csv",
+    log:
+        "results/logs/pretrain_spectra.log",
+    benchmark:
+        "results/benchmarks/pretrain_spectra.tsv"
+    conda:
+        "../../envs/astroclip.yaml"
+    resources:
+        gpu=config["pretrain_spectra"]["gpus"],
+    params:
+        model=config["spectrum_encoder"],
+        settings=config["pretrain_spectra"],
+        # checkpoints live beside the output, not in it, so a failed or requeued job resumes
+        run_dir=run_dir_of("encoder"),
+    script:
+        "../scripts/pretrain_spectra.py"
+
+
+rule plot_spectrum_pretraining:
+    input:
+        metrics="results/tables/spectrum_pretraining_metrics.csv",
+    output:
+        report(
+            "results/figures/pretrain/spectrum_loss.png",
+            caption="../report/spectrum_loss.rst",
+            category="2. Pretraining",
+            subcategory="Spectrum transformer",
+            labels={"figure": "loss curves"},
+        ),
+    log:
+        "results/logs/plot_spectrum_pretraining.log",
+    conda:
+        "../../envs/astroclip.yaml"
+    script:
+        "../scripts/plot_training_curves.py"
+
+
+rule mask_filling_table:
+    input:
+        encoder="results/models/spectrum_encoder.ckpt",
+        dataset="results/data/val.h5",
+    output:
+        report(
+            "results/tables/mask_filling_mse.csv",
+            caption="../report/mask_filling_mse.rst",
+            category="2. Pretraining",
+            subcategory="Spectrum transformer",
+            labels={"table": "masked-region MSE"},
+        ),
+    log:
+        "results/logs/mask_filling_table.log",
+    conda:
+        "../../envs/astroclip.yaml"
+    params:
+        mask_chunks=config["pretrain_spectra"]["mask_chunks"],
+        mask_chunk_length=config["pretrain_spectra"]["mask_chunk_length"],
+        seed=config["pretrain_spectra"]["seed"],
+    script:
+        "../scripts/mask_filling_table.py"
+
+
+rule plot_mask_filling:
+    input:
+        encoder="results/models/spectrum_encoder.ckpt",
+        dataset="results/data/val.h5",
+    output:
+        report(
+            "results/figures/pretrain/mask_filling.png",
+            caption="../report/mask_filling.rst",
+            category="2. Pretraining",
+            subcategory="Spectrum transformer",
+            labels={"figure": "mask filling"},
+        ),
+    log:
+        "results/logs/plot_mask_filling.log",
+    conda:
+        "../../envs/astroclip.yaml"
+    params:
+        n_examples=config["report"]["mask_filling_examples"],
+        mask_chunks=config["pretrain_spectra"]["mask_chunks"],
+        mask_chunk_length=config["pretrain_spectra"]["mask_chunk_length"],
+        seed=config["report"]["seed"],
+    script:
+        "../scripts/plot_mask_filling.py"
