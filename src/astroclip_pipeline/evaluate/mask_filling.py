@@ -152,7 +152,7 @@ def plot_mask_filling(
         ax.set_title(f"z = {z[i]:.3f}: masked regions shaded", fontsize=8, loc="left")
         ax.set_ylabel("flux [1e-17 cgs/Å]", fontsize=8)
         for k, (a, b, names) in enumerate(zooms[:2]):
-            inset = ax.inset_axes([0.02 + 0.25 * k, 0.52, 0.22, 0.44])
+            inset = ax.inset_axes([0.02 + 0.25 * k, 0.45, 0.22, 0.40])
             pad = slice(max(0, a - 15), min(len(wavelength), b + 15))
             inset.plot(wavelength[pad], np.where(good[pad], flux[i].numpy()[pad], np.nan), color="0.55", lw=0.6)
             inset.plot(wavelength[a:b], interpolated[i][a:b], color="tab:blue", lw=0.9, ls="--")
