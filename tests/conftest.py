@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from astroclip_pipeline.data.dataset_files import build_dataset
+from astroclip_pipeline.data.split import SPLITS
 from astroclip_pipeline.sources.mock.survey import MockSurveySpec, write_cutouts, write_spectra, write_targets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,19 @@ def write_mock_survey(spec: MockSurveySpec, root: Path) -> dict:
 @pytest.fixture(scope="session")
 def tiny_survey(tiny_spec, tmp_path_factory) -> dict:
     return write_mock_survey(tiny_spec, tmp_path_factory.mktemp("survey"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_survey, tmp_path_factory) -> dict:
+    """The tiny survey's train/val/test dataset files."""
+    out = tmp_path_factory.mktemp("dataset")
+    paths = {s: out / f"{s}.h5" for s in SPLITS}
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    build_dataset(
+        tiny_survey["targets"], tiny_survey["spectra"], tiny_survey["cutouts"], tiny_survey["missing"],
+        paths, out / "counts.csv", fractions,
+    )  # fmt: skip
+    return paths
 
 
 def copy_workflow(destination: Path) -> Path:

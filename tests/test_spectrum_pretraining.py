@@ -3,94 +3,63 @@
 import pandas as pd
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 
-from astroclip_pipeline.data.dataset_files import build_dataset
-from astroclip_pipeline.data.split import SPLITS
 from astroclip_pipeline.evaluate.mask_filling import mask_filling_scores
-from astroclip_pipeline.train.loop import last_checkpoint
-from astroclip_pipeline.train.spectrum_pretraining import load_encoder, pretrain_spectra, warmup_cosine
+from astroclip_pipeline.train.loop import last_checkpoint, warmup_cosine
+from astroclip_pipeline.train.spectrum_pretraining import load_encoder, pretrain_spectra
+
+from .training import CountSteps, PreemptAt, Preempted
 
 MODEL = {"preset": "laptop", "embed_dim": 16, "n_layers": 1, "n_heads": 2}
 SETTINGS = {"epochs": 3, "batch_size": 16, "warmup_steps": 2, "mask_chunk_length": 4, "lr": 1e-3}
 
 
-class Preempted(RuntimeError):
-    pass
-
-
-class PreemptAt(Callback):
-    """Raise as a scheduler's kill would, once ``step`` optimizer steps are done."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args):
-        if trainer.global_step == self.step:
-            raise Preempted(f"simulated preemption at step {self.step}")
-
-
-class CountSteps(Callback):
-    def __init__(self):
-        self.steps = 0
-
-    def on_train_batch_end(self, *args):
-        self.steps += 1
-
-
-@pytest.fixture(scope="module")
-def data(tiny_survey, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pretrain-data")
-    paths = {s: out / f"{s}.h5" for s in SPLITS}
-    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
-    build_dataset(
-        tiny_survey["targets"], tiny_survey["spectra"], tiny_survey["cutouts"], tiny_survey["missing"],
-        paths, out / "counts.csv", fractions,
-    )  # fmt: skip
-    return paths
-
-
-def _run(data, run_dir, callbacks=(), settings=SETTINGS):
+def _run(tiny_dataset, run_dir, callbacks=(), settings=SETTINGS):
     pretrain_spectra(
-        data["train"], data["val"], run_dir, run_dir.parent / "encoder.ckpt", run_dir.parent / "metrics.csv",
+        tiny_dataset["train"], tiny_dataset["val"], run_dir, run_dir.parent / "encoder.ckpt",
+        run_dir.parent / "metrics.csv",
         MODEL, settings, callbacks=callbacks,
     )  # fmt: skip
 
 
-def test_interrupted_run_resumes_from_the_saved_step(data, tmp_path):
+def test_interrupted_run_resumes_from_the_saved_step(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(Preempted):
-        _run(data, run_dir, callbacks=[PreemptAt(7)])
+        _run(tiny_dataset, run_dir, callbacks=[PreemptAt(7)])
     saved = torch.load(last_checkpoint(run_dir), weights_only=False)
     assert saved["global_step"] == 7
     assert not (tmp_path / "encoder.ckpt").exists()  # no output until training finished
 
     counter = CountSteps()
-    _run(data, run_dir, callbacks=[counter])
+    _run(tiny_dataset, run_dir, callbacks=[counter])
     final = torch.load(last_checkpoint(run_dir), weights_only=False)
-    steps_per_epoch = len(torch.utils.data.DataLoader(range(_n_rows(data["train"])), batch_size=16, drop_last=True))
+    steps_per_epoch = len(
+        torch.utils.data.DataLoader(range(_n_rows(tiny_dataset["train"])), batch_size=16, drop_last=True)
+    )
     assert final["global_step"] == 3 * steps_per_epoch
     assert counter.steps == 3 * steps_per_epoch - 7  # only the steps not yet done
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert metrics.val_loss.notna().sum() >= 3  # both runs' rows are kept
 
 
-def test_changed_settings_start_afresh(data, tmp_path):
+def test_changed_settings_start_afresh(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
-    _run(data, run_dir, settings={**SETTINGS, "epochs": 1})
+    _run(tiny_dataset, run_dir, settings={**SETTINGS, "epochs": 1})
     counter = CountSteps()
-    _run(data, run_dir, callbacks=[counter], settings={**SETTINGS, "epochs": 1, "lr": 5e-4})
+    _run(tiny_dataset, run_dir, callbacks=[counter], settings={**SETTINGS, "epochs": 1, "lr": 5e-4})
     assert counter.steps > 0  # not resumed from a run made with another learning rate
 
 
-def test_encoder_file_loads_and_learns(data, tmp_path):
+def test_encoder_file_loads_and_learns(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
-    _run(data, run_dir, settings={**SETTINGS, "epochs": 8, "lr": 3e-3, "warmup_steps": 10})
+    _run(tiny_dataset, run_dir, settings={**SETTINGS, "epochs": 8, "lr": 3e-3, "warmup_steps": 10})
     val_loss = pd.read_csv(tmp_path / "metrics.csv").val_loss.dropna().to_numpy()
     assert val_loss[-1] < 0.9 * val_loss[0]
     model = load_encoder(tmp_path / "encoder.ckpt")
     assert model.config.embed_dim == 16 and not model.training
-    scores = mask_filling_scores(tmp_path / "encoder.ckpt", data["val"], n_chunks=6, chunk_length=4).set_index("method")
+    scores = mask_filling_scores(tmp_path / "encoder.ckpt", tiny_dataset["val"], n_chunks=6, chunk_length=4).set_index(
+        "method"
+    )
     assert set(scores.index) == {"transformer", "linear interpolation", "noise floor"}
     # with ~80 training spectra the model cannot be expected to beat interpolation (the workflow's
     # default run, with 3,000, does: see BENCHMARKS.md); the noise floor is below both

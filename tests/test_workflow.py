@@ -61,10 +61,26 @@ def test_ci_run_pretrains_the_spectrum_transformer(workdir):
         assert (workdir / f"results/figures/pretrain/{figure}.png").stat().st_size > 10_000
 
 
+def test_ci_run_pretrains_the_image_encoder(workdir):
+    import torch
+
+    encoder = torch.load(workdir / "results/models/image_encoder.ckpt", weights_only=True)
+    assert encoder["config"]["width"] == 8 and encoder["crop"] == 24  # ci overrides
+    assert encoder["source"].startswith("pretrain_images")
+    metrics = pd.read_csv(workdir / "results/tables/image_pretraining_metrics.csv")
+    assert metrics.val_loss.notna().sum() == 2
+    knn = pd.read_csv(workdir / "results/tables/image_backbone_knn.csv").set_index("features")
+    assert list(knn.index) == ["pretrained image backbone", "same network, random weights", "g, r, z magnitudes"]
+    assert knn["dimensions"].tolist() == [64, 64, 3]
+    assert (knn[["R2 Z_HP", "R2 LOGMSTAR"]] <= 1).all().all()
+    assert (workdir / "results/figures/pretrain/image_loss.png").stat().st_size > 10_000
+
+
 def test_report_holds_the_overview(workdir):
     html = (workdir / "results/report.html").read_text(errors="replace")
     names = ("cutout_gallery.png", "example_spectra.png", "distributions.png", "dataset_cuts.csv",
-             "spectrum_loss.png", "mask_filling.png", "mask_filling_mse.csv")  # fmt: skip
+             "spectrum_loss.png", "mask_filling.png", "mask_filling_mse.csv", "image_loss.png",
+             "image_backbone_knn.csv")  # fmt: skip
     for name in names:
         assert name in html, name
 
@@ -134,3 +150,24 @@ def test_slurm_profile_resolves(workdir):
     result = run_snakemake(workdir, *CI, "--profile", "slurm", "-n")
     assert "Using profile slurm" in result.stderr
     assert "select_mock_targets" in result.stdout and "build_dataset" in result.stdout
+
+
+def test_published_image_weights_replace_pretraining(workdir):
+    # last in the file: the failed import below removes the encoder the earlier tests look at
+    from .test_image_encoder import moco_checkpoint, published_state_dict
+
+    torch = pytest.importorskip("torch")
+    torch.save(moco_checkpoint(published_state_dict()), workdir / "moco.ckpt")
+    model = {"preset": "paper", "width": None, "crop": 24, "weights": "moco.ckpt"}
+    extra = _extra_config(workdir, "published", {"image_encoder": model})
+    plan = run_snakemake(workdir, "--configfile", extra, "-n", "results/tables/image_backbone_knn.csv").stdout
+    assert "import_image_encoder" in plan and "pretrain_images" not in plan
+
+    broken = published_state_dict()
+    del broken["layer1.0.conv2.weight"]
+    torch.save(moco_checkpoint(broken), workdir / "broken.ckpt")
+    extra = _extra_config(workdir, "broken", {"image_encoder": {**model, "weights": "broken.ckpt"}})
+    result = run_snakemake(workdir, "results/models/image_encoder.ckpt", "--configfile", extra, check=False)
+    assert result.returncode != 0
+    log = (workdir / "results/logs/import_image_encoder.log").read_text()
+    assert "missing keys (1): ['layer1.0.conv2.weight']" in log

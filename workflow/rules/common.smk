@@ -60,12 +60,21 @@ def dataset_files():
 
 
 def all_outputs():
-    return dataset_files() + [
-        "results/tables/dataset_cuts.csv",
-        "results/figures/overview/cutout_gallery.png",
-        "results/figures/overview/example_spectra.png",
-        "results/figures/overview/distributions.png",
-        "results/figures/pretrain/spectrum_loss.png",
-        "results/figures/pretrain/mask_filling.png",
-        "results/tables/mask_filling_mse.csv",
-    ]
+    return (
+        dataset_files()
+        + [
+            "results/tables/dataset_cuts.csv",
+            "results/figures/overview/cutout_gallery.png",
+            "results/figures/overview/example_spectra.png",
+            "results/figures/overview/distributions.png",
+            "results/figures/pretrain/spectrum_loss.png",
+            "results/figures/pretrain/mask_filling.png",
+            "results/tables/mask_filling_mse.csv",
+            "results/tables/image_backbone_knn.csv",
+        ]
+        + (
+            ["results/figures/pretrain/image_loss.png"]
+            if config["image_encoder"]["weights"] is None
+            else []
+        )
+    )

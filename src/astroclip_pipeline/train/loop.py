@@ -9,6 +9,7 @@
 
 import json
 import logging
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,14 @@ def accelerator_settings(devices: int) -> dict:
 def last_checkpoint(run_dir: str | Path) -> Path | None:
     path = Path(run_dir) / "checkpoints" / LAST
     return path if path.exists() else None
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def prepare_run_dir(run_dir: str | Path, settings: dict) -> None:

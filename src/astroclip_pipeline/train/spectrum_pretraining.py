@@ -1,6 +1,5 @@
 """Stage 3a: pretrain the spectrum transformer by masked-segment filling."""
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from torch.utils.data import DataLoader
 from ..data.galaxy_dataset import GalaxyDataset
 from ..files import atomic_path
 from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, tokenize
-from .loop import collect_metrics, fit, prepare_run_dir
+from .loop import collect_metrics, fit, prepare_run_dir, warmup_cosine
 from .masked_segments import chunk_mask, hide, masked_mse
 
 
@@ -41,14 +40,6 @@ class PretrainSettings:
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
         return cls(**values)
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to ``min_ratio`` at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -1,0 +1,123 @@
+"""Astronomy augmentations of grz cutouts (nanomaggies), after Stein et al. (2021), on whole batches.
+
+A galaxy's identity does not change when the sky is rotated or mirrored, when it is a little nearer
+or further (size jitter), when the seeing is worse (blur), when the exposure is shallower (noise) or
+when Galactic dust reddens it; the self-supervised encoder must learn features that ignore these.
+
+Every augmentation works on a batch (batch, bands, H, W) of float tensors on any device, with one
+random draw per image (and per band where bands differ), so a GPU applies them at the speed of a
+convolution. Rotation, flips, scaling and shifts are one affine resampling (bilinear), done on the
+full cutout before the centre crop so that no empty corners enter the crop. Pixel values stay in
+nanomaggies: resampling keeps surface brightness and the noise is added in nanomaggies.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+#: Galactic extinction per unit E(B-V) for DECam g, r, z (Schlafly & Finkbeiner 2011, as the Legacy
+#: Survey uses): a band's flux is dimmed by 10^(-0.4 R E(B-V)). Stein et al. write these as the
+#: exponents -0.4 R = -1.2856, -0.866, -0.4844.
+EXTINCTION_R = (3.214, 2.165, 1.211)
+
+
+@dataclass(frozen=True)
+class AugmentationSpec:
+    """Ranges of the random draws, in pixels of 0.262"; Stein et al.'s except ``max_ebv``.
+
+    Their code draws E(B-V) up to 1.0, a dimming of the g band by a factor 20 that no galaxy of
+    the Legacy Survey footprint (|b| > 18°, E(B-V) mostly below 0.1) shows; 0.05 keeps the
+    reddening within what the survey's Galactic dust does between neighbouring galaxies.
+    """
+
+    crop: int = 96
+    scale: tuple[float, float] = (0.9, 1.1)
+    max_shift: float = 7.0
+    blur_sigma: tuple[tuple[float, float], ...] = ((1.32, 5.0), (1.27, 4.5), (1.21, 4.25))  # target PSF σ per band
+    # the survey's own PSF σ, the blur's starting point; the values of Stein et al.'s code, in pixels
+    psf_sigma: tuple[float, ...] = (1.32, 1.27, 1.21)
+    blur_probability: float = 0.5
+    noise_sigma: tuple[tuple[float, float], ...] = ((0.0011, 0.013), (0.0011, 0.018), (0.0011, 0.061))
+    max_ebv: float = 0.05
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` pixels (what the encoders see at validation time)."""
+    h, w = images.shape[-2:]
+    if size > min(h, w):
+        raise ValueError(f"crop {size} is larger than the {h}x{w} cutouts")
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+def _uniform(low: float, high: float, shape, generator, device) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator).to(device)
+
+
+def random_affine_crop(images: torch.Tensor, spec: AugmentationSpec, generator=None) -> torch.Tensor:
+    """Rotate by any angle, flip, rescale and shift each image, sampling the output crop directly."""
+    batch, _, h, w = images.shape
+    device = images.device
+    angle = _uniform(0.0, 2 * math.pi, batch, generator, device)
+    flip = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0).to(device)
+    scale = _uniform(*spec.scale, batch, generator, device)
+    shift = _uniform(-spec.max_shift, spec.max_shift, (batch, 2), generator, device)
+    # The output grid spans the crop; in normalised input coordinates a crop pixel is 2/w wide.
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.zeros(batch, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * flip * spec.crop / w, -sin * spec.crop / w
+    theta[:, 1, 0], theta[:, 1, 1] = sin * flip * spec.crop / h, cos * spec.crop / h
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * shift[:, 0] / w, 2 * shift[:, 1] / h
+    grid = F.affine_grid(theta, (batch, images.shape[1], spec.crop, spec.crop), align_corners=False)
+    # Reflection, not zeros, where a rotated, shrunk or shifted crop reaches past the cutout's edge
+    # (it does at laptop scale, 48 of 64 pixels): mirrored sky looks like sky, a black corner does not.
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each (image, band) with its own Gaussian σ (pixels; shape (batch, bands)); σ = 0 is identity."""
+    batch, bands, h, w = images.shape
+    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma.clamp_min(1e-3).reshape(-1, 1)) ** 2)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)
+    flat = images.reshape(1, batch * bands, h, w)
+    # Separable: one grouped convolution along each axis, a kernel per (image, band).
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=batch * bands)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=batch * bands)
+    return flat.reshape(batch, bands, h, w)
+
+
+def random_blur(images: torch.Tensor, spec: AugmentationSpec, generator=None) -> torch.Tensor:
+    """Degrade the seeing to a PSF σ drawn per band: convolve with sqrt(σ_target² - σ_survey²)."""
+    batch, bands = images.shape[:2]
+    target = torch.stack([_uniform(lo, hi, batch, generator, "cpu") for lo, hi in spec.blur_sigma[:bands]], dim=1)
+    extra = (target**2 - torch.tensor(spec.psf_sigma[:bands]) ** 2).clamp_min(0).sqrt()
+    extra = torch.where(torch.rand(batch, 1, generator=generator) < spec.blur_probability, extra, 0.0)
+    return gaussian_blur(images, extra.to(images.device, images.dtype))
+
+
+def random_noise(images: torch.Tensor, spec: AugmentationSpec, generator=None) -> torch.Tensor:
+    """Add Gaussian noise with a σ (nanomaggies) drawn per image and band, as from shallower imaging."""
+    batch, bands = images.shape[:2]
+    sigma = torch.stack([_uniform(lo, hi, batch, generator, "cpu") for lo, hi in spec.noise_sigma[:bands]], dim=1)
+    noise = torch.randn(images.shape, generator=generator).to(images.device)
+    return images + sigma.to(images.device)[..., None, None] * noise
+
+
+def random_reddening(images: torch.Tensor, spec: AugmentationSpec, generator=None) -> torch.Tensor:
+    """Dim each band as Galactic dust of a random E(B-V) in [0, max_ebv] would."""
+    batch, bands = images.shape[:2]
+    ebv = _uniform(0.0, spec.max_ebv, (batch, 1), generator, "cpu")
+    factor = 10.0 ** (-0.4 * torch.tensor(EXTINCTION_R[:bands]) * ebv)
+    return images * factor.to(images.device, images.dtype)[..., None, None]
+
+
+def augment(images: torch.Tensor, spec: AugmentationSpec, generator=None) -> torch.Tensor:
+    """The full chain: reddening, blur, rotation/flip/scale/shift into the crop, then noise."""
+    images = random_reddening(images, spec, generator)
+    images = random_blur(images, spec, generator)
+    images = random_affine_crop(images, spec, generator)
+    return random_noise(images, spec, generator)

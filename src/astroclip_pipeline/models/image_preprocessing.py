@@ -1,0 +1,34 @@
+"""What a cutout looks like to the image encoder: Stein et al.'s (2021) "ToRGB" scaling.
+
+Found in georgestein/ssl-legacysurvey (ssl_legacysurvey/data_loaders/decals_augmentations.py,
+class ToRGB, and data_loaders/decals_dataloader.py): the published MoCo v2 ResNet-50 was trained
+on grz cutouts in nanomaggies mapped as follows, with no mean/std normalisation afterwards:
+
+- output channels in the order z, r, g, with scales 2.2, 3.4, 6.0 (the viewer's per-band scales);
+- I = mean over bands of max(0, x * scale + m), m = 0.03; fI = asinh(Q I) / sqrt(Q), Q = 20;
+- out = x * (scale + m * fI / I), clipped to [0, 1].
+
+This differs from the Legacy Survey viewer's mapping ((x * scale + m) * fI / I, see
+``evaluate/rgb.py``), so we keep both: the viewer's for pictures, Stein's for the network. Their
+validation transform crops the centre 96 of 152 pixels first, then applies ToRGB.
+"""
+
+import torch
+
+#: (scale, input band index) of each output channel: z, r, g.
+_CHANNELS = ((2.2, 2), (3.4, 1), (6.0, 0))
+_M = 0.03
+_Q = 20.0
+
+
+def stein_rgb(images: torch.Tensor) -> torch.Tensor:
+    """(batch, 3, H, W) g, r, z cutouts in nanomaggies -> (batch, 3, H, W) z, r, g in [0, 1]."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected grz images of shape (batch, 3, H, W), got {tuple(images.shape)}")
+    order = [band for _, band in _CHANNELS]
+    scales = images.new_tensor([scale for scale, _ in _CHANNELS])[None, :, None, None]
+    x = images[:, order]
+    intensity = torch.clamp(x * scales + _M, min=0.0).mean(dim=1, keepdim=True)
+    stretch = torch.asinh(_Q * intensity) / _Q**0.5
+    intensity = intensity + (intensity == 0) * 1e-6
+    return torch.clamp(x * (scales + _M * stretch / intensity), 0.0, 1.0)

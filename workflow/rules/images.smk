@@ -1,0 +1,83 @@
+# Stage 3b: the image encoder, pretrained here with MoCo v2 or imported from published weights.
+
+
+if config["image_encoder"]["weights"] is None:
+
+    rule pretrain_images:
+        input:
+            train="results/data/train.h5",
+            val="results/data/val.h5",
+        output:
+            encoder="results/models/image_encoder.ckpt",
+            metrics="results/tables/image_pretraining_metrics.csv",
+        log:
+            "results/logs/pretrain_images.log",
+        benchmark:
+            "results/benchmarks/pretrain_images.tsv"
+        conda:
+            "../../envs/astroclip.yaml"
+        resources:
+            gpu=config["pretrain_images"]["gpus"],
+        params:
+            model=config["image_encoder"],
+            settings=config["pretrain_images"],
+            run_dir=run_dir_of("encoder"),
+        script:
+            "../scripts/pretrain_images.py"
+
+    rule plot_image_pretraining:
+        input:
+            metrics="results/tables/image_pretraining_metrics.csv",
+        output:
+            report(
+                "results/figures/pretrain/image_loss.png",
+                caption="../report/image_loss.rst",
+                category="2. Pretraining",
+                subcategory="Image encoder",
+                labels={"figure": "loss curves"},
+            ),
+        log:
+            "results/logs/plot_image_pretraining.log",
+        conda:
+            "../../envs/astroclip.yaml"
+        script:
+            "../scripts/plot_training_curves.py"
+
+else:
+
+    rule import_image_encoder:
+        input:
+            weights=config["image_encoder"]["weights"],
+        output:
+            encoder="results/models/image_encoder.ckpt",
+        log:
+            "results/logs/import_image_encoder.log",
+        conda:
+            "../../envs/astroclip.yaml"
+        params:
+            model=config["image_encoder"],
+        script:
+            "../scripts/import_image_encoder.py"
+
+
+rule image_backbone_knn:
+    input:
+        encoder="results/models/image_encoder.ckpt",
+        dataset="results/data/val.h5",
+    output:
+        report(
+            "results/tables/image_backbone_knn.csv",
+            caption="../report/image_backbone_knn.rst",
+            category="2. Pretraining",
+            subcategory="Image encoder",
+            labels={"table": "k-NN R² before alignment"},
+        ),
+    log:
+        "results/logs/image_backbone_knn.log",
+    conda:
+        "../../envs/astroclip.yaml"
+    params:
+        k=config["evaluation"]["knn_neighbours"],
+        seed=config["evaluation"]["seed"],
+    script:
+        "../scripts/image_backbone_knn.py"
