@@ -1,0 +1,280 @@
+"""DESI coadd and redshift-catalogue readers, on the real sample files and on generated ones."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from astroclip_pipeline.sources.desi import wavelength_grid
+from astroclip_pipeline.sources.desi_coadd import (
+    coadd_groups,
+    combine_arms,
+    healpix_coadd_location,
+    healpix_coadd_path,
+    read_coadd,
+    read_redshift_catalogue,
+    select_galaxy_spectra,
+    write_coadd_spectra_shard,
+)
+from astroclip_pipeline.sources.shards import read_missing, read_spectra_shard
+
+from .loopback import LoopbackServer, arm_wavelengths, make_coadd_fits
+
+DATA = Path(__file__).parent / "data" / "desi"
+REAL_COADD = DATA / "coadd-4-80613-thru20210324.fits"
+REAL_REDROCK = DATA / "redrock-4-80613-thru20210324.fits"
+REAL_TARGETID = 39633345008634465
+
+
+def raw_arms(path: Path, row: int = 0) -> dict:
+    """Each arm's wavelength, flux, ivar and mask of one row, read plainly with astropy."""
+    with fits.open(path) as hdul:
+        return {
+            arm: tuple(
+                np.asarray(
+                    hdul[f"{arm.upper()}_{name}"].data
+                    if name == "WAVELENGTH"
+                    else hdul[f"{arm.upper()}_{name}"].data[row],
+                    dtype=np.float64,
+                )
+                for name in ("WAVELENGTH", "FLUX", "IVAR", "MASK")
+            )
+            for arm in "brz"
+        }
+
+
+def expected_combination(arms: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse-variance weighted mean over the arms covering each grid pixel, masked pixels left
+    out; where every contribution is masked, the unmasked mean (desispec's fallback)."""
+    grid = wavelength_grid()
+    sums = {kind: (np.zeros(len(grid)), np.zeros(len(grid))) for kind in ("masked", "unmasked")}
+    for wave, flux, ivar, mask in arms.values():
+        index = np.rint((wave - grid[0]) / 0.8).astype(int)
+        for kind, weight in (("masked", ivar * (mask == 0)), ("unmasked", ivar)):
+            np.add.at(sums[kind][0], index, weight * flux)
+            np.add.at(sums[kind][1], index, weight)
+    weighted, total = sums["masked"]
+    fallback = total == 0
+    weighted[fallback], total[fallback] = sums["unmasked"][0][fallback], sums["unmasked"][1][fallback]
+    return weighted / np.where(total > 0, total, 1), total
+
+
+# -- the real sample -------------------------------------------------------------------------------
+
+
+def test_real_coadd_is_read_onto_the_desi_grid():
+    spectra = read_coadd(REAL_COADD, [REAL_TARGETID])
+    assert spectra.flux.shape == spectra.ivar.shape == spectra.mask.shape == (1, 7781)
+    assert spectra.flux.dtype == spectra.ivar.dtype == np.float32 and spectra.mask.dtype == np.uint32
+    assert np.array_equal(spectra.wavelength, wavelength_grid())
+    assert list(spectra.targetid) == [REAL_TARGETID]
+    assert np.isfinite(spectra.flux).all() and (spectra.ivar >= 0).all()
+
+
+def test_real_coadd_overlaps_are_inverse_variance_means_and_the_rest_is_untouched():
+    arms = raw_arms(REAL_COADD)
+    spectra = read_coadd(REAL_COADD, [REAL_TARGETID])
+    flux, ivar = expected_combination(arms)
+    np.testing.assert_allclose(spectra.flux[0], flux, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(spectra.ivar[0], ivar, rtol=2e-6)
+    # The two overlaps: 51 pixels b/r and 126 pixels r/z, where two arms contribute.
+    b_wave, b_flux = arms["b"][0], arms["b"][1]
+    overlap = np.isin(np.rint(b_wave / 0.8), np.rint(arms["r"][0] / 0.8))
+    assert overlap.sum() == 51
+    # Outside the overlaps a pixel is the one arm's value, unchanged.
+    assert np.array_equal(spectra.flux[0, :2700], b_flux[:2700].astype(np.float32))
+
+
+def test_a_targetid_not_in_the_coadd_is_named_with_the_file():
+    with pytest.raises(KeyError, match=rf"{REAL_COADD.name}.*TARGETID\(s\) 42 not in this coadd"):
+        read_coadd(REAL_COADD, [REAL_TARGETID, 42])
+
+
+def test_real_redrock_file_gives_the_redshift_columns():
+    catalogue = read_redshift_catalogue(REAL_REDROCK, ("TARGETID", "Z", "ZWARN", "SPECTYPE"), hdu="REDSHIFTS")
+    with fits.open(REAL_REDROCK) as hdul:
+        direct = hdul["REDSHIFTS"].data
+        assert catalogue.TARGETID.tolist() == direct["TARGETID"].tolist()
+        assert catalogue.Z.tolist() == direct["Z"].tolist()
+    assert catalogue.SPECTYPE.tolist() == ["GALAXY"] and catalogue.Z.dtype.byteorder in "=|"
+
+
+def test_absent_catalogue_columns_and_hdus_are_named(tmp_path):
+    with pytest.raises(KeyError, match=r"no column\(s\) \['SV_PRIMARY'\]"):
+        read_redshift_catalogue(REAL_REDROCK, ("TARGETID", "SV_PRIMARY"), hdu="REDSHIFTS")
+    with pytest.raises(KeyError, match="no HDU ZCATALOG"):
+        read_redshift_catalogue(REAL_REDROCK)
+
+
+# -- the arm combination rules ---------------------------------------------------------------------
+
+
+def three_arms(n_rows=2):
+    waves = {arm: arm_wavelengths(arm) for arm in "brz"}
+    flux_values, ivar_values = {"b": 1, "r": 2, "z": 4}, {"b": 1, "r": 3, "z": 1}
+    fluxes = {arm: np.full((n_rows, len(w)), flux_values[arm], np.float32) for arm, w in waves.items()}
+    ivars = {arm: np.full((n_rows, len(w)), ivar_values[arm], np.float32) for arm, w in waves.items()}
+    masks = {arm: np.zeros((n_rows, len(w)), np.uint32) for arm, w in waves.items()}
+    return waves, fluxes, ivars, masks
+
+
+def test_overlap_pixels_are_weighted_by_inverse_variance():
+    wave, flux, ivar, mask = combine_arms(*three_arms())
+    assert len(wave) == 7781 and np.abs(wave - wavelength_grid()).max() < 1e-6
+    br, rz = 2720, 4950  # one pixel inside each overlap (b/r: 2700-2750, r/z: 4900-5025)
+    assert flux[0, br] == pytest.approx((1 * 1 + 2 * 3) / 4) and ivar[0, br] == 4
+    assert flux[0, rz] == pytest.approx((2 * 3 + 4 * 1) / 4) and ivar[0, rz] == 4
+    assert flux[0, 100] == 1 and flux[0, 4000] == 2 and flux[0, 7700] == 4 and not mask.any()
+
+
+def test_a_pixel_masked_in_one_arm_takes_the_other_arm_and_a_clean_mask():
+    waves, fluxes, ivars, masks = three_arms()
+    masks["b"][0, -5] = 16  # inside the b/r overlap
+    _, flux, ivar, mask = combine_arms(waves, fluxes, ivars, masks)
+    assert flux[0, 2750 - 4] == 2 and ivar[0, 2750 - 4] == 3 and mask[0, 2750 - 4] == 0
+    assert flux[1, 2750 - 4] == pytest.approx(7 / 4)
+
+
+def test_a_pixel_masked_everywhere_keeps_the_unmasked_mean_and_the_or_of_the_masks():
+    waves, fluxes, ivars, masks = three_arms()
+    masks["b"][0, -5], masks["r"][0, 50 - 4] = 16, 1 << 31
+    masks["b"][0, 10] = 4  # covered by b alone
+    _, flux, ivar, mask = combine_arms(waves, fluxes, ivars, masks)
+    assert flux[0, 2746] == pytest.approx(7 / 4) and ivar[0, 2746] == 4 and mask[0, 2746] == 16 | (1 << 31)
+    assert flux[0, 10] == 1 and ivar[0, 10] == 1 and mask[0, 10] == 4
+
+
+def test_zero_ivar_everywhere_gives_zero_flux_not_nan():
+    waves, fluxes, ivars, masks = three_arms()
+    ivars["b"][0] = 0
+    _, flux, ivar, _ = combine_arms(waves, fluxes, ivars, masks)
+    assert np.isfinite(flux).all() and flux[0, 10] == 0 and ivar[0, 10] == 0
+
+
+def test_arms_off_the_joined_grid_are_refused():
+    waves, fluxes, ivars, masks = three_arms()
+    waves["r"] = waves["r"] + 0.3
+    with pytest.raises(ValueError, match="arm r: its wavelengths do not fall on the joined grid"):
+        combine_arms(waves, fluxes, ivars, masks)
+
+
+# -- the archive layout, local and over HTTP -------------------------------------------------------
+
+
+def test_healpix_coadd_paths_follow_the_archive_layout(tmp_path):
+    assert healpix_coadd_path("sv3", "bright", 26278) == (
+        "spectro/redux/fuji/healpix/sv3/bright/262/26278/coadd-sv3-bright-26278.fits"
+    )
+    assert healpix_coadd_location("https://data.desi.lbl.gov/public/edr", "sv1", "dark", 7) == (
+        "https://data.desi.lbl.gov/public/edr/spectro/redux/fuji/healpix/sv1/dark/0/7/coadd-sv1-dark-7.fits"
+    )
+    assert healpix_coadd_location(tmp_path, "sv1", "dark", 7) == str(
+        tmp_path / "spectro/redux/fuji/healpix/sv1/dark/0/7/coadd-sv1-dark-7.fits"
+    )
+
+
+def mirror(root: Path, survey: str, program: str, healpix: int, data: bytes) -> Path:
+    path = Path(healpix_coadd_location(root, survey, program, healpix))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_a_coadd_reads_the_same_from_a_local_mirror_and_over_http(tmp_path):
+    data = make_coadd_fits([11, 12, 13, 14], seed=3)
+    local = read_coadd(mirror(tmp_path, "sv3", "bright", 10016, data), [14, 11, 13])
+    with LoopbackServer() as server:
+        server.add_file(healpix_coadd_path("sv3", "bright", 10016), data)
+        remote = read_coadd(healpix_coadd_location(f"{server.url}/files", "sv3", "bright", 10016), [14, 11, 13])
+        assert all("Range" in r.headers for r in server.requests[1:])  # only parts of the file are read
+        assert server.requests[0].headers["User-Agent"].startswith("astroclip-pipeline/")
+    for name in ("targetid", "flux", "ivar", "mask"):
+        assert np.array_equal(getattr(local, name), getattr(remote, name))
+    assert list(local.targetid) == [14, 11, 13]
+    # The uint32 mask survives FITS's signed storage, and rows come back in the order asked for.
+    path = tmp_path / healpix_coadd_path("sv3", "bright", 10016)
+    with fits.open(path) as hdul:
+        assert hdul["B_MASK"].data.dtype == np.uint32 and (hdul["B_MASK"].data == 1 << 31).any()
+    arms = raw_arms(path, row=3)
+    assert local.mask.max() == 1 << 31
+    flux, _ = expected_combination(arms)
+    np.testing.assert_allclose(local.flux[0], flux, rtol=2e-6, atol=1e-6)
+
+
+def test_the_b_arm_masked_in_the_overlap_leaves_the_r_arm_value(tmp_path):
+    path = tmp_path / "coadd.fits"
+    path.write_bytes(make_coadd_fits([21, 22], seed=1))
+    with fits.open(path) as hdul:
+        r_flux = hdul["R_FLUX"].data[0]
+    spectra = read_coadd(path, [21])
+    # make_coadd_fits masks the last 10 b pixels of the first row, which the r arm also covers.
+    np.testing.assert_array_equal(spectra.flux[0, 2741:2751], r_flux[41:51])
+
+
+# -- target selection and shards -------------------------------------------------------------------
+
+
+def zcatalogue() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "TARGETID": [1, 2, 3, 4, 5, 6, 7, -8, 1],
+            "SURVEY": ["sv3", "sv3", "sv1", "sv3", "sv3", "sv3", "sv1", "sv3", "sv1"],
+            "PROGRAM": ["bright"] * 9,
+            "HEALPIX": [100, 100, 205, 100, 100, 100, 205, 100, 205],
+            "COADD_FIBERSTATUS": [0, 0, 0, 8, 0, 0, 0, 0, 0],
+            "SV_PRIMARY": [True, True, True, True, False, True, True, True, False],
+            "SPECTYPE": ["GALAXY", "GALAXY", "GALAXY ", "GALAXY", "GALAXY", "STAR", "GALAXY", "GALAXY", "GALAXY"],
+            "ZWARN": [0, 4, 0, 0, 0, 0, 0, 0, 0],
+        }
+    )
+
+
+def test_selection_keeps_good_primary_galaxy_spectra_once_each():
+    selected = select_galaxy_spectra(zcatalogue())
+    assert selected.TARGETID.tolist() == [1, 3, 7]
+    assert select_galaxy_spectra(zcatalogue(), surveys=["sv1"]).TARGETID.tolist() == [3, 7]
+    with pytest.raises(KeyError, match=r"lacks column\(s\) \['ZCAT_PRIMARY'\]"):
+        select_galaxy_spectra(zcatalogue(), primary_column="ZCAT_PRIMARY")
+    both_primary = zcatalogue().assign(SV_PRIMARY=True)
+    with pytest.raises(ValueError, match=r"more than one spectrum of TARGETID\(s\) \[1\]"):
+        select_galaxy_spectra(both_primary.assign(COADD_FIBERSTATUS=0, ZWARN=0, SPECTYPE="GALAXY"))
+
+
+def test_a_zcatalogue_fits_file_reads_and_selects(tmp_path):
+    catalogue = zcatalogue()
+    table = Table.from_pandas(
+        catalogue.assign(
+            TARGET_RA=1.0, TARGET_DEC=2.0, Z=0.1, ZERR=1e-5, OBJTYPE="TGT", ZCAT_PRIMARY=catalogue.SV_PRIMARY
+        )
+    )
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(table, name="ZCATALOG")]).writeto(tmp_path / "zall.fits")
+    read = read_redshift_catalogue(tmp_path / "zall.fits")
+    assert read.SPECTYPE.tolist()[2] == "GALAXY"  # FITS strings come back stripped
+    assert select_galaxy_spectra(read).TARGETID.tolist() == [1, 3, 7]
+
+
+def test_a_spectra_shard_is_written_from_the_coadds_in_target_order(tmp_path):
+    mirror(tmp_path, "sv3", "bright", 100, make_coadd_fits([1, 2, 9], seed=1))
+    targets = pd.DataFrame(
+        {
+            "TARGETID": [9, 3, 1, 77],
+            "SURVEY": ["sv3", "sv1", "sv3", "sv3"],
+            "PROGRAM": "bright",
+            "HEALPIX": [100, 205, 100, 100],
+        }
+    )
+    assert {k: v.tolist() for k, v in coadd_groups(targets).items()} == {
+        ("sv1", "bright", 205): [3],
+        ("sv3", "bright", 100): [9, 1, 77],
+    }
+    write_coadd_spectra_shard(targets, tmp_path, tmp_path / "spectra/shard-0.h5", tmp_path / "spectra/missing-0.csv")
+    shard = read_spectra_shard(tmp_path / "spectra/shard-0.h5")
+    direct = read_coadd(healpix_coadd_location(tmp_path, "sv3", "bright", 100), [9, 1])
+    assert shard.targetid.tolist() == [9, 1] and np.array_equal(shard.flux, direct.flux)
+    assert np.array_equal(shard.wavelength, wavelength_grid()) and shard.mask.dtype == np.uint32
+    missing = read_missing(tmp_path / "spectra/missing-0.csv")
+    assert missing.TARGETID.tolist() == [3, 77]
+    assert missing.reason[0].startswith("coadd_not_found") and missing.reason[1].startswith("not_in_coadd")

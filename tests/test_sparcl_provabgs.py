@@ -1,0 +1,208 @@
+"""SPARCL retrieval and the PROVABGS catalogue, against the loopback services."""
+
+import json
+import os
+import pickle
+from urllib.parse import parse_qs, urlsplit
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from astroclip_pipeline.sources.desi import wavelength_grid
+from astroclip_pipeline.sources.http import DownloadError, Fetcher, RetryPolicy
+from astroclip_pipeline.sources.provabgs import (
+    ProvabgsFormatError,
+    crossmatch_provabgs,
+    read_provabgs,
+    validate_provabgs_file,
+)
+from astroclip_pipeline.sources.shards import read_missing, read_spectra_shard
+from astroclip_pipeline.sources.sparcl import (
+    SparclError,
+    SparclService,
+    retrieve_spectra,
+    safe_unpickle,
+    write_sparcl_spectra_shard,
+)
+
+from .loopback import Fault, LoopbackServer, make_provabgs_hdf5, make_sparcl_record
+
+
+def fetcher() -> Fetcher:
+    return Fetcher(max_workers=2, requests_per_second=None, retry=RetryPolicy(attempts=4, backoff_base=0.001))
+
+
+@pytest.fixture
+def server():
+    with LoopbackServer() as srv:
+        srv.add_sparcl([make_sparcl_record(t) for t in (11, 12, 13, 14, 15)])
+        yield srv
+
+
+# -- SPARCL ----------------------------------------------------------------------------------------
+
+
+def test_spectra_come_in_batches_in_the_order_asked_with_the_absent_listed(server):
+    service = SparclService(fetcher(), server.sparcl_url)
+    spectra = retrieve_spectra(service, [15, 99, 11, 13, 12], batch_size=2)
+    assert spectra.targetid.tolist() == [15, 11, 13, 12] and spectra.missing == [99]
+    for row, targetid in enumerate(spectra.targetid):
+        record = make_sparcl_record(targetid)
+        assert np.array_equal(spectra.flux[row], record["flux"])
+        assert np.array_equal(spectra.mask[row], record["mask"].astype(np.uint32))
+    assert np.array_equal(spectra.wavelength, wavelength_grid())
+    paths = [urlsplit(r.path).path for r in server.requests]
+    assert paths.count("/sparcl/api/find/") == 3 and paths.count("/sparcl/api/spectras/") == 3
+
+
+def test_the_requests_speak_sparclclients_protocol_with_internal_names(server):
+    service = SparclService(fetcher(), server.sparcl_url)
+    retrieve_spectra(service, [11, 12], batch_size=500)
+    datafields, find, spectras = server.requests
+    assert urlsplit(datafields.path).path == "/sparcl/api/datafields/" and datafields.method == "GET"
+    assert find.method == "POST" and parse_qs(urlsplit(find.path).query) == {"limit": ["500"]}
+    assert json.loads(find.body) == {
+        "outfields": ["uuid"],
+        "search": [["specid", 11, 12], ["data_release_id", "DESI-EDR"]],
+    }
+    assert json.loads(spectras.body) == [make_sparcl_record(t)["sparcl_id"] for t in (11, 12)]
+    query = parse_qs(urlsplit(spectras.path).query)
+    assert query["format"] == ["pkl"] and query["dataset_list"] == ["DESI-EDR"]
+    # The fake's internal names differ from the science names for sparcl_id and data_release.
+    assert sorted(query["include"][0].split(",")) == ["flux", "ivar", "mask", "specid", "uuid", "wavelength"]
+
+
+def test_a_version_the_module_does_not_speak_is_refused(server):
+    assert SparclService(fetcher(), server.sparcl_url).check_version() == 14.2
+    server.sparcl_version = "15.0"
+    with pytest.raises(SparclError, match="server API version 15.0"):
+        SparclService(fetcher(), server.sparcl_url).check_version()
+
+
+def test_server_errors_are_retried(server):
+    server.inject("sparcl", Fault("status", 503), Fault("drop"), Fault("status", 429, retry_after="0"))
+    spectra = retrieve_spectra(SparclService(fetcher(), server.sparcl_url), [11, 12])
+    assert spectra.targetid.tolist() == [11, 12]
+
+
+def test_a_record_off_the_desi_grid_is_an_error(server):
+    server.add_sparcl([{**make_sparcl_record(16), "wavelength": 3600.0 + 0.8 * np.arange(7781) + 5.0}])
+    with pytest.raises(SparclError, match="TARGETID 16 has 7781 wavelengths"):
+        retrieve_spectra(SparclService(fetcher(), server.sparcl_url), [11, 16])
+
+
+def test_the_unpickler_refuses_anything_but_plain_data():
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    with pytest.raises(SparclError, match="not plain data; refused"):
+        safe_unpickle(pickle.dumps([{"status": {}}, Exploit()]))
+    plain = [{"status": {}}, {"flux": np.arange(3, dtype=np.float32), "z": np.float64(0.1)}]
+    assert np.array_equal(safe_unpickle(pickle.dumps(plain))[1]["flux"], np.arange(3))
+
+
+def test_a_sparcl_shard_has_the_raw_shard_format(server, tmp_path):
+    service = SparclService(fetcher(), server.sparcl_url)
+    write_sparcl_spectra_shard([12, 98, 14], tmp_path / "shard-0.h5", tmp_path / "missing-0.csv", service)
+    shard = read_spectra_shard(tmp_path / "shard-0.h5")
+    assert shard.targetid.tolist() == [12, 14] and shard.flux.dtype == np.float32 and shard.mask.dtype == np.uint32
+    assert read_missing(tmp_path / "missing-0.csv").to_dict("list") == {"TARGETID": [98], "reason": ["not_in_sparcl"]}
+
+
+def test_an_unknown_field_is_named(server):
+    service = SparclService(fetcher(), server.sparcl_url)
+    with pytest.raises(SparclError, match="no field 'model'"):
+        service.retrieve(["x"], ["model"])
+
+
+# -- PROVABGS --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def provabgs_bytes(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("provabgs") / "BGS_ANY_full.provabgs.sv3.v0.hdf5"
+    return make_provabgs_hdf5(path, np.arange(1000, 1040), seed=2).read_bytes()
+
+
+def test_the_catalogue_downloads_resumably_and_reads_with_median_stellar_mass(provabgs_bytes, tmp_path):
+    with LoopbackServer() as server:
+        url = server.add_file("vac/provabgs.hdf5", provabgs_bytes)
+        server.inject("files", Fault("drop"))
+        path = fetcher().download_file(
+            url,
+            tmp_path / "provabgs.hdf5",
+            expected_size=len(provabgs_bytes),
+            validate_file=validate_provabgs_file,
+            chunk_size=4096,
+            progress=False,
+        )
+        assert server.requests[1].headers["Range"].startswith("bytes=")
+    catalogue = read_provabgs(path)
+    with h5py.File(path) as h5:
+        table = h5["__astropy_table__"][()]
+    assert catalogue.TARGETID.tolist() == list(range(1000, 1040))
+    np.testing.assert_allclose(catalogue.LOGMSTAR, np.median(table["PROVABGS_LOGMSTAR"], axis=1))
+    assert {"RA", "DEC", "Z_HP", "MAG_G", "MAG_R", "MAG_Z", "IS_BGS_BRIGHT"} <= set(catalogue.columns)
+    assert "PROVABGS_MCMC" not in catalogue.columns
+
+
+def test_lower_case_column_names_are_accepted(tmp_path):
+    path = tmp_path / "lite.hdf5"
+    table = np.zeros(
+        3,
+        dtype=[
+            ("targetid", "i8"),
+            ("ra", "f8"),
+            ("dec", "f8"),
+            ("z_hp", "f8"),
+            ("mag_g", "f4"),
+            ("mag_r", "f4"),
+            ("mag_z", "f4"),
+            ("provabgs_logMstar", "f4", (5,)),
+        ],
+    )
+    table["targetid"] = [1, 2, 3]
+    table["provabgs_logMstar"] = np.arange(15).reshape(3, 5)
+    with h5py.File(path, "w") as h5:
+        h5["data"] = table
+    catalogue = read_provabgs(path)
+    assert catalogue.LOGMSTAR.tolist() == [2, 7, 12] and "TARGETID" in catalogue.columns
+
+
+def test_files_that_are_not_the_catalogue_are_refused(provabgs_bytes, tmp_path):
+    page = tmp_path / "page.hdf5"
+    page.write_bytes(b"<html>Maintenance</html>")
+    with pytest.raises(ProvabgsFormatError, match="not a readable HDF5 file"):
+        validate_provabgs_file(page)
+    with pytest.raises(ProvabgsFormatError, match=r"only \d+ bytes"):
+        validate_provabgs_file(page, min_size=1 << 20)
+    incomplete = tmp_path / "incomplete.hdf5"
+    with h5py.File(incomplete, "w") as h5:
+        h5["table"] = np.zeros(2, dtype=[("TARGETID", "i8"), ("RA", "f8")])
+    with pytest.raises(ProvabgsFormatError, match=r"no column\(s\) \['DEC', 'Z_HP'"):
+        validate_provabgs_file(incomplete)
+    right = tmp_path / "right.hdf5"
+    right.write_bytes(provabgs_bytes)
+    with pytest.raises(ProvabgsFormatError, match="expected 5"):
+        validate_provabgs_file(right, expected_size=5)
+
+
+def test_a_catalogue_download_that_never_validates_is_reported(tmp_path):
+    with LoopbackServer() as server:
+        url = server.add_file("vac/provabgs.hdf5", b"<html>Maintenance</html>")
+        client = Fetcher(requests_per_second=None, retry=RetryPolicy(attempts=2, backoff_base=0.001))
+        with pytest.raises(DownloadError, match="not a readable HDF5 file"):
+            client.download_file(url, tmp_path / "p.hdf5", validate_file=validate_provabgs_file, progress=False)
+
+
+def test_crossmatch_keeps_matched_targets_in_their_order():
+    targets = pd.DataFrame({"TARGETID": [5, 3, 9], "RA": [1.0, 2.0, 3.0], "SHARD": [0, 0, 1]})
+    provabgs = pd.DataFrame({"TARGETID": [3, 5, 7], "RA": [9.0, 9.0, 9.0], "LOGMSTAR": [10.0, 11.0, 9.0]})
+    matched = crossmatch_provabgs(targets, provabgs)
+    assert matched.TARGETID.tolist() == [5, 3] and matched.LOGMSTAR.tolist() == [11.0, 10.0]
+    assert matched.RA.tolist() == [1.0, 2.0]
+    with pytest.raises(pd.errors.MergeError):
+        crossmatch_provabgs(targets, pd.concat([provabgs, provabgs]))
