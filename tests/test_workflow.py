@@ -76,11 +76,30 @@ def test_ci_run_pretrains_the_image_encoder(workdir):
     assert (workdir / "results/figures/pretrain/image_loss.png").stat().st_size > 10_000
 
 
+def test_ci_run_aligns_and_embeds(workdir):
+    import numpy as np
+
+    for split in ("val", "test"):
+        with (
+            h5py.File(workdir / f"results/embeddings/{split}.h5") as h5,
+            h5py.File(workdir / f"results/data/{split}.h5") as data,
+        ):
+            assert np.array_equal(h5["TARGETID"][()], data["TARGETID"][()])
+            for key in ("image_embedding", "spectrum_embedding"):
+                assert h5[key].shape == (len(data["TARGETID"]), 128)
+                assert np.allclose(np.linalg.norm(h5[key][()], axis=1), 1, atol=1e-5)
+    retrieval = pd.read_csv(workdir / "results/tables/retrieval.csv").set_index("direction")
+    assert list(retrieval.index) == ["spectrum -> image", "image -> spectrum"]
+    assert (retrieval["recall@10"] >= retrieval["recall@5"]).all()
+    assert pd.read_csv(workdir / "results/tables/alignment_metrics.csv").val_loss.notna().sum() == 2
+    assert (workdir / "results/figures/align/alignment_loss.png").stat().st_size > 10_000
+
+
 def test_report_holds_the_overview(workdir):
     html = (workdir / "results/report.html").read_text(errors="replace")
     names = ("cutout_gallery.png", "example_spectra.png", "distributions.png", "dataset_cuts.csv",
              "spectrum_loss.png", "mask_filling.png", "mask_filling_mse.csv", "image_loss.png",
-             "image_backbone_knn.csv")  # fmt: skip
+             "image_backbone_knn.csv", "alignment_loss.png", "retrieval.csv")  # fmt: skip
     for name in names:
         assert name in html, name
 
@@ -129,7 +148,7 @@ def test_changing_a_report_value_reruns_no_data_rule(workdir):
         ({"mock": {"artefact_fraction": 1.5}}, r"greater than the maximum[\s\S]*\['artefact_fraction'\]"),
         ({"colour": "red"}, r"'colour' was unexpected"),
         ({"dataset": {"split": {"train": 0.9, "val": 0.1, "test": 0.1}}}, r"config key 'dataset.split'"),
-        ({"source": "desi-edr"}, r"config key 'source': 'desi-edr' has no download rules"),
+        ({"source": "sdss"}, r"'sdss' is not one of \['mock', 'desi-edr', 'astroclip-hdf5'\][\s\S]*\['source'\]"),
     ],
 )
 def test_bad_config_stops_with_a_message_naming_the_key(workdir, values, expected):

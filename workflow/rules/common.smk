@@ -71,6 +71,10 @@ def all_outputs():
             "results/figures/pretrain/mask_filling.png",
             "results/tables/mask_filling_mse.csv",
             "results/tables/image_backbone_knn.csv",
+            "results/figures/align/alignment_loss.png",
+            "results/embeddings/val.h5",
+            "results/embeddings/test.h5",
+            "results/tables/retrieval.csv",
         ]
         + (
             ["results/figures/pretrain/image_loss.png"]

@@ -121,3 +121,25 @@ def augment(images: torch.Tensor, spec: AugmentationSpec, generator=None) -> tor
     images = random_blur(images, spec, generator)
     images = random_affine_crop(images, spec, generator)
     return random_noise(images, spec, generator)
+
+
+#: The eight symmetries of the square pixel grid: four rotations by 90°, each with and without a flip.
+N_ORIENTATIONS = 8
+
+
+def dihedral(images: torch.Tensor, orientation: int) -> torch.Tensor:
+    """One of the eight exact (loss-free) rotations/flips of a square cutout: 0 is the identity."""
+    if orientation >= 4:
+        images = images.flip(-1)
+    return torch.rot90(images, orientation % 4, dims=(-2, -1))
+
+
+def random_dihedral(images: torch.Tensor, generator=None) -> torch.Tensor:
+    """Each image in its own random one of the eight orientations."""
+    choice = torch.randint(N_ORIENTATIONS, (len(images),), generator=generator).to(images.device)
+    out = images.clone()
+    for orientation in range(1, N_ORIENTATIONS):
+        chosen = choice == orientation
+        if chosen.any():
+            out[chosen] = dihedral(images[chosen], orientation)
+    return out

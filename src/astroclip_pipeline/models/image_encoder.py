@@ -58,29 +58,35 @@ class ImageEncoder(nn.Module):
         return self.backbone(self.preprocess(images))
 
 
-def save_image_encoder(encoder: ImageEncoder, path: str | Path, source: str) -> None:
-    payload = {
+def image_encoder_payload(encoder: ImageEncoder, source: str) -> dict:
+    """What an image-encoder file holds: enough to rebuild the network without this run's config."""
+    return {
         "config": asdict(encoder.backbone.config),
         "crop": encoder.crop,
         "head": list(encoder.head_dims),
         "state_dict": encoder.backbone.state_dict(),
         "source": source,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
 
 
-def load_image_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> ImageEncoder:
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+def image_encoder_from_payload(payload: dict, path: str | Path) -> ImageEncoder:
     for key in ("config", "crop", "head", "state_dict"):
         if key not in payload:
             raise KeyError(f"{path}: not an image-encoder file (no {key!r}); expected the output of pretrain_images")
     config = payload["config"]
-    encoder = ImageEncoder(
-        ResNetConfig(**{**config, "layers": tuple(config["layers"])}), payload["crop"], payload["head"]
-    )
+    config = ResNetConfig(**{**config, "layers": tuple(config["layers"])})
+    encoder = ImageEncoder(config, payload["crop"], payload["head"])
     encoder.backbone.load_state_dict(payload["state_dict"])
     return encoder.eval()
+
+
+def save_image_encoder(encoder: ImageEncoder, path: str | Path, source: str) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(image_encoder_payload(encoder, source), tmp)
+
+
+def load_image_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> ImageEncoder:
+    return image_encoder_from_payload(torch.load(path, map_location=map_location, weights_only=True), path)
 
 
 def _read_checkpoint(path: str | Path) -> dict:

@@ -28,7 +28,7 @@ from ..files import atomic_path
 from ..models.image_encoder import ImageEncoder, save_image_encoder
 from ..models.image_preprocessing import stein_rgb
 from ..models.resnet import ResNetConfig
-from .loop import collect_metrics, fit, prepare_run_dir, warmup_cosine
+from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,15 @@ def pretrain_images(
     """
     s = ImagePretrainSettings.from_config(settings)
     model_config, crop = model_config_of(model)
-    prepare_run_dir(run_dir, {"model": model_config, "crop": crop, "settings": asdict(s)})
+    prepare_run_dir(
+        run_dir,
+        {
+            "model": model_config,
+            "crop": crop,
+            "settings": asdict(s),
+            "inputs": input_fingerprint([train_path, val_path]),
+        },
+    )
     train = image_loader(train_path, s.batch_size, True, s.num_workers)
     val = image_loader(val_path, s.batch_size, False, s.num_workers)
     size = train.dataset[0]["image"].shape[-1]

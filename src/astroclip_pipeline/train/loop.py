@@ -58,6 +58,16 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def input_fingerprint(paths: Sequence[str | Path]) -> dict[str, list[int]]:
+    """Size and modification time of each input file, recorded beside a run's settings.
+
+    When Snakemake reruns a training rule because an input was remade (new data, a retrained
+    encoder), the old checkpoints were trained on the old input and must not be resumed, although
+    the settings are unchanged. A rerun after preemption sees the same files and resumes.
+    """
+    return {str(p): [Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths}
+
+
 def prepare_run_dir(run_dir: str | Path, settings: dict) -> None:
     """Keep ``run_dir``'s checkpoints only if they were made with the same ``settings``.
 
@@ -102,7 +112,10 @@ def fit(
         callbacks=[
             # one file, last.ckpt, rewritten at the end of every epoch
             ModelCheckpoint(
-                dirpath=checkpoints, filename=LAST.removesuffix(".ckpt"), save_top_k=1, every_n_epochs=1,
+                dirpath=checkpoints,
+                filename=LAST.removesuffix(".ckpt"),
+                save_top_k=1,
+                every_n_epochs=1,
                 enable_version_counter=False,
             ),  # fmt: skip
             CheckpointOnInterrupt(checkpoints),

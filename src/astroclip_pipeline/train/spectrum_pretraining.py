@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from ..data.galaxy_dataset import GalaxyDataset
 from ..files import atomic_path
 from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, tokenize
-from .loop import collect_metrics, fit, prepare_run_dir, warmup_cosine
+from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, warmup_cosine
 from .masked_segments import chunk_mask, hide, masked_mse
 
 
@@ -94,11 +94,10 @@ def spectrum_loader(path: str | Path, batch_size: int, shuffle: bool, num_worker
     )  # fmt: skip
 
 
-def save_encoder(module: SpectrumPretraining, path: str | Path) -> None:
-    """The trained transformer as a plain torch file: its config and weights, no Lightning needed."""
-    payload = {"config": asdict(module.model.config), "state_dict": module.model.state_dict()}
+def save_encoder(model: SpecFormer, path: str | Path) -> None:
+    """The transformer as a plain torch file: its config and weights, no Lightning needed."""
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, tmp)
 
 
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> SpecFormer:
@@ -129,7 +128,9 @@ def pretrain_spectra(
     s = PretrainSettings.from_config(settings)
     overrides = {k: v for k, v in model.items() if k != "preset" and v is not None}
     model_config = asdict(SpecFormerConfig.preset(model["preset"], **overrides))
-    prepare_run_dir(run_dir, {"model": model_config, "settings": asdict(s)})
+    prepare_run_dir(
+        run_dir, {"model": model_config, "settings": asdict(s), "inputs": input_fingerprint([train_path, val_path])}
+    )
     train = spectrum_loader(train_path, s.batch_size, True, s.num_workers)
     val = spectrum_loader(val_path, s.batch_size, False, s.num_workers)
     n_pixels = train.dataset[0]["spectrum"].shape[0]
@@ -140,6 +141,6 @@ def pretrain_spectra(
         module, train, val, run_dir, s.epochs, gradient_clip=s.gradient_clip, devices=max(1, s.gpus), seed=s.seed,
         callbacks=callbacks,
     )  # fmt: skip
-    save_encoder(module, encoder_path)
+    save_encoder(module.model, encoder_path)
     with atomic_path(metrics_path) as tmp:
         collect_metrics(run_dir).to_csv(tmp, index=False)

@@ -1,0 +1,57 @@
+"""Stage 5: the embedding files, ``results/embeddings/{split}.h5``.
+
+Row-aligned with the split's dataset file: ``TARGETID``, ``image_embedding`` and
+``spectrum_embedding`` (n, 128) float32, each row L2-normalised, and every per-galaxy column of
+the dataset file (PROVABGS properties, magnitudes, and the mock survey's ``TRUTH_*`` columns when
+present), so that the evaluation never has to reopen the large dataset files.
+"""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..files import atomic_path
+from ..models.astroclip import load_astroclip
+
+#: The dataset's arrays that are not per-galaxy scalars.
+_ARRAYS = ("image", "spectrum", "ivar", "wavelength")
+
+
+def embed_split(model_path: str | Path, dataset_path: str | Path, output: str | Path, batch_size: int = 128) -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_astroclip(model_path).to(device)
+    with h5py.File(dataset_path, "r") as h5:
+        n = len(h5["TARGETID"])
+        image_out, spectrum_out = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.float32)
+        chunks = []
+        for start in tqdm(range(0, n, batch_size), desc=f"embedding {Path(dataset_path).name}", unit="batch"):
+            rows = slice(start, start + batch_size)
+            batch = [
+                torch.as_tensor(h5[k][rows], dtype=torch.float32, device=device) for k in ("image", "spectrum", "ivar")
+            ]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                image, spectrum = model.embed(*batch)
+            chunks.append((image.float().cpu().numpy(), spectrum.float().cpu().numpy()))
+        if chunks:
+            image_out = np.concatenate([c[0] for c in chunks])
+            spectrum_out = np.concatenate([c[1] for c in chunks])
+        columns = {k: h5[k][()] for k in h5 if k not in _ARRAYS and h5[k].ndim == 1 and len(h5[k]) == n}
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as out:
+        out.create_dataset("image_embedding", data=image_out, track_times=False)
+        out.create_dataset("spectrum_embedding", data=spectrum_out, track_times=False)
+        for name, values in columns.items():
+            out.create_dataset(name, data=values, track_times=False)
+        out.attrs["model"] = str(model_path)
+        out.attrs["dataset"] = str(dataset_path)
+
+
+def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
+    """Every dataset of an embedding file, as arrays (strings decoded)."""
+    with h5py.File(path, "r") as h5:
+        for key in ("TARGETID", "image_embedding", "spectrum_embedding"):
+            if key not in h5:
+                raise KeyError(f"{path}: no {key!r}; expected an embedding file of the embed rule")
+        return {k: (h5[k].asstr()[()] if h5[k].dtype.kind == "O" else h5[k][()]) for k in h5}
