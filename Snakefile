@@ -20,6 +20,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/desi.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/images.smk"
 include: "workflow/rules/align.smk"

@@ -8,7 +8,7 @@ answers in the services' real formats, generated on the fly:
   BAND0.. cards. Positions with DEC < -80 are outside the footprint (all zeros); DEC > 85 gives
   NaN pixels.
 - ``GET /files/<path>``: any bytes registered with :meth:`LoopbackServer.add_file` (DESI coadds in
-  the archive layout, a PROVABGS HDF5), honouring ``Range: bytes=N-`` with 206 / 416.
+  the archive layout, a PROVABGS HDF5), honouring ``Range: bytes=N-`` and ``bytes=N-M`` with 206 / 416.
 - ``/sparcl/api/{version,datafields,find,spectras}/``: the SPARCL protocol of sparclclient 1.3.1
   (see ``sources/sparcl.py``), over records registered with :meth:`LoopbackServer.add_sparcl`.
 
@@ -356,13 +356,15 @@ class _Handler(BaseHTTPRequestHandler):
         return 404, b"no such route", "text/plain", {}
 
     def _ranged(self, data: bytes, ignore_range: bool):
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", "") or "")
+        # "bytes=N-" (a resumed download) or "bytes=N-M" (fsspec reading parts of a FITS file)
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "") or "")
         if match and not ignore_range:
             start = int(match[1])
+            end = min(int(match[2]), len(data) - 1) if match[2] else len(data) - 1
             if start >= len(data):
                 return 416, b"", "application/octet-stream", {"Content-Range": f"bytes */{len(data)}"}
-            headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
-            return 206, data[start:], "application/octet-stream", headers
+            headers = {"Content-Range": f"bytes {start}-{end}/{len(data)}"}
+            return 206, data[start : end + 1], "application/octet-stream", headers
         return 200, data, "application/octet-stream", {}
 
     def _send(self, status: int, payload: bytes, ctype: str, headers: dict | None = None) -> None:

@@ -1,5 +1,6 @@
 # Config validation and every helper the rules use; the other .smk files hold rules only.
 import os
+import posixpath
 
 import pandas as pd
 from snakemake.utils import validate
@@ -15,13 +16,28 @@ if abs(sum(config["dataset"]["split"].values()) - 1.0) > 1e-6:
         f"{sum(config['dataset']['split'].values())}, expected 1"
     )
 SOURCE = config["source"]
+# Each source writes under its own directory, so that the rules of every source can be defined
+# side by side without two of them making the same file; RAW is the chosen source's.
 RAW = f"resources/{SOURCE}"
+MOCK_RAW = "resources/mock"
+DESI_RAW = "resources/desi-edr"
+ASTROCLIP_RAW = "resources/astroclip-hdf5"
+DOWNLOADS = "resources/downloads"
+# The checkpoint whose targets.parquet fixes each source's number of shards.
+TARGET_SELECTION = {
+    "mock": "select_mock_targets",
+    "desi-edr": "select_desi_targets",
+    "astroclip-hdf5": "select_astroclip_hdf5_targets",
+}
 
-if SOURCE != "mock":
-    raise ValueError(
-        f"config key 'source': {SOURCE!r} has no download rules in this version of the workflow; "
-        "use source: mock (the embedded mock survey)"
-    )
+# Download jobs run on the submitting host by default (compute nodes of many clusters have no
+# internet), and each holds one unit of its service's resource: otherwise `--cores all` would run
+# a job per shard at once and multiply the per-job request rate by their number.
+# `--resources legacysurvey=4` (etc.) on the command line overrides the default.
+DOWNLOADS_LOCAL = config["downloads"]["localrules"]
+for _service in ("legacysurvey", "sparcl", "desi_archive", "astroclip_hdf5"):
+    if _service not in workflow.global_resources:
+        workflow.register_resource(_service, config["downloads"]["jobs_per_service"])
 
 
 wildcard_constraints:
@@ -30,8 +46,8 @@ wildcard_constraints:
 
 
 def n_shards():
-    """Number of raw shards, known once the target-selection checkpoint has run."""
-    targets = checkpoints.select_mock_targets.get().output.targets
+    """Number of raw shards, known once the source's target-selection checkpoint has run."""
+    targets = getattr(checkpoints, TARGET_SELECTION[SOURCE]).get().output.targets
     return int(pd.read_parquet(targets, columns=["SHARD"]).SHARD.max()) + 1
 
 
@@ -47,6 +63,62 @@ def missing_lists(wildcards):
         for kind in ("spectra", "cutouts")
         for i in range(n_shards())
     ]
+
+
+def is_url(location):
+    return str(location).startswith(("http://", "https://"))
+
+
+def desi_release_url(key):
+    """Params: the URL of a release file (key 'zcatalog' or 'provabgs' of the desi block)."""
+    return posixpath.join(config["desi"]["root"], config["desi"][key])
+
+
+def desi_download(key):
+    """Where the download rule puts a release file (named as in the archive)."""
+    return f"{DOWNLOADS}/desi/{config['desi'][key]}"
+
+
+def desi_release_file(key):
+    """Input: a release file, read in place from a local mirror, or downloaded when root is a URL."""
+    if is_url(config["desi"]["root"]):
+        return desi_download(key)
+    return os.path.join(config["desi"]["root"], config["desi"][key])
+
+
+def desi_selection():
+    """Params: the keys of the desi block that decide which spectra become targets."""
+    keys = ("primary_column", "surveys", "programs", "targets_per_shard", "max_targets")
+    return {key: config["desi"][key] for key in keys}
+
+
+def desi_spectra_params():
+    """Params: the spectra backend and only its own settings, so that editing the other
+    backend's keys reruns nothing."""
+    desi = config["desi"]
+    if desi["spectra_backend"] == "sparcl":
+        return dict(
+            backend="sparcl",
+            sparcl_url=desi["sparcl_url"],
+            sparcl_batch=desi["sparcl_batch"],
+        )
+    return dict(backend="coadd", root=desi["root"], specprod=desi["specprod"])
+
+
+# The coadd backend on a local mirror reads files, not a service: it may run anywhere, unthrottled.
+DESI_SPECTRA_FROM_NETWORK = config["desi"]["spectra_backend"] == "sparcl" or is_url(
+    config["desi"]["root"]
+)
+
+
+def astroclip_hdf5_download():
+    return f"{DOWNLOADS}/astroclip/{os.path.basename(config['astroclip_hdf5']['url'])}"
+
+
+def astroclip_hdf5_file():
+    """Input: the AstroCLIP HDF5, downloaded when astroclip_hdf5.url is a URL, else read in place."""
+    url = config["astroclip_hdf5"]["url"]
+    return astroclip_hdf5_download() if is_url(url) else url
 
 
 def run_dir_of(output_name):

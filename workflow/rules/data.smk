@@ -3,8 +3,8 @@
 
 checkpoint select_mock_targets:
     output:
-        targets=f"{RAW}/targets.parquet",
-        galaxies=f"{RAW}/galaxies.parquet",
+        targets=f"{MOCK_RAW}/targets.parquet",
+        galaxies=f"{MOCK_RAW}/galaxies.parquet",
     log:
         "results/logs/select_mock_targets.log",
     benchmark:
@@ -19,10 +19,10 @@ checkpoint select_mock_targets:
 
 rule mock_spectra:
     input:
-        galaxies=f"{RAW}/galaxies.parquet",
+        galaxies=f"{MOCK_RAW}/galaxies.parquet",
     output:
-        spectra=f"{RAW}/spectra/shard-{{shard}}.h5",
-        missing=f"{RAW}/spectra/missing-{{shard}}.csv",
+        spectra=f"{MOCK_RAW}/spectra/shard-{{shard}}.h5",
+        missing=f"{MOCK_RAW}/spectra/missing-{{shard}}.csv",
     log:
         "results/logs/mock_spectra/shard-{shard}.log",
     benchmark:
@@ -37,10 +37,10 @@ rule mock_spectra:
 
 rule mock_cutouts:
     input:
-        galaxies=f"{RAW}/galaxies.parquet",
+        galaxies=f"{MOCK_RAW}/galaxies.parquet",
     output:
-        cutouts=f"{RAW}/cutouts/shard-{{shard}}.h5",
-        missing=f"{RAW}/cutouts/missing-{{shard}}.csv",
+        cutouts=f"{MOCK_RAW}/cutouts/shard-{{shard}}.h5",
+        missing=f"{MOCK_RAW}/cutouts/missing-{{shard}}.csv",
     log:
         "results/logs/mock_cutouts/shard-{shard}.log",
     benchmark:

@@ -461,3 +461,16 @@ def _finish_part(part: Path, destination: Path, total: int | None, expected: int
     else:
         part.unlink()  # a complete but wrong file cannot be repaired by resuming: start again
     return problem
+
+
+def fetcher_from_config(downloads: Mapping[str, Any]) -> Fetcher:
+    """A Fetcher from the ``downloads:`` block of the workflow's config (keys as in its schema)."""
+    return Fetcher(
+        max_workers=downloads["max_workers"],
+        requests_per_second=downloads["requests_per_second"],
+        burst=downloads["burst"],
+        timeout=(downloads["connect_timeout"], downloads["read_timeout"]),
+        retry=RetryPolicy(
+            attempts=downloads["attempts"], backoff_base=downloads["backoff_base"], backoff_max=downloads["backoff_max"]
+        ),
+    )

@@ -47,7 +47,8 @@ def _create(h5: h5py.File, name: str, data: np.ndarray, chunk_rows: bool = False
     h5.create_dataset(name, data=data, chunks=chunks, track_times=False)
 
 
-def write_spectra_shard(path: str | Path, shard: SpectraShard, source: str) -> None:
+def write_spectra_shard(path: str | Path, shard: SpectraShard, source: str, attrs: dict | None = None) -> None:
+    """Write a spectra shard; ``attrs`` are extra file attributes (e.g. how ivar was made up)."""
     n = len(shard.targetid)
     for name in ("flux", "ivar", "mask"):
         array = getattr(shard, name)
@@ -61,6 +62,8 @@ def write_spectra_shard(path: str | Path, shard: SpectraShard, source: str) -> N
         _create(h5, "mask", np.asarray(shard.mask, dtype=np.uint32), chunk_rows=True)
         h5.attrs["flux_unit"] = FLUX_UNIT
         h5.attrs["source"] = source
+        for key, value in (attrs or {}).items():
+            h5.attrs[key] = value
 
 
 def read_spectra_shard(path: str | Path) -> SpectraShard:

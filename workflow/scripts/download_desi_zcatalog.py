@@ -1,0 +1,10 @@
+from astroclip_pipeline.logs import log_to_file
+from astroclip_pipeline.sources.desi_edr import validate_zcatalog_file
+from astroclip_pipeline.sources.http import fetcher_from_config
+
+log_to_file(snakemake.log[0])
+# How politely to fetch comes from the config, not params: it does not change the file's bytes,
+# so changing it must not redo a finished download.
+fetcher_from_config(snakemake.config["downloads"]).download_file(
+    snakemake.params.url, snakemake.output[0], validate_file=validate_zcatalog_file
+)
