@@ -24,6 +24,8 @@ include: "workflow/rules/desi.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/images.smk"
 include: "workflow/rules/align.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/structure.smk"
 
 
 rule all:

@@ -95,11 +95,35 @@ def test_ci_run_aligns_and_embeds(workdir):
     assert (workdir / "results/figures/align/alignment_loss.png").stat().st_size > 10_000
 
 
+def test_ci_run_predicts_properties(workdir):
+    r2 = pd.read_csv(workdir / "results/tables/property_r2.csv").set_index("method")
+    assert "spectrum embedding + k-NN" in r2.index and "photometry + MLP" in r2.index
+    assert {"R2 Z_HP", "R2 LOGMSTAR", "R2 SSFR", "R2 AGE", "R2 Z_MW"} <= set(r2.columns)
+    assert (r2.filter(like="R2 ").drop(columns=[c for c in r2.columns if "different data" in c]) <= 1).all().all()
+    photoz = pd.read_csv(workdir / "results/tables/photoz_metrics.csv")
+    assert (photoz.sigma_nmad > 0).all() and photoz.outlier_fraction.between(0, 1).all()
+    for mode in ("image", "spectrum", "cross"):
+        assert (workdir / f"results/figures/evaluation/predicted_vs_true_{mode}.png").stat().st_size > 10_000
+
+
+def test_ci_run_maps_the_embedding_space(workdir):
+    figures = ["retrieval/retrieval_examples", "retrieval/spectral_retrieval", "structure/umap",
+               "structure/dbscan_umap", "structure/dbscan_cutouts", "structure/kmeans_silhouette",
+               "structure/kmeans_umap", "structure/kmeans_spectra", "structure/kmeans_cutouts"]  # fmt: skip
+    for figure in figures:
+        # small: on the ci preset DBSCAN may find no cluster, and the gallery then says so in one panel
+        assert (workdir / f"results/figures/{figure}.png").stat().st_size > 2_000, figure
+    artefacts = pd.read_csv(workdir / "results/tables/dbscan_artefacts.csv")
+    assert artefacts.best_match.sum() <= 1 and artefacts.precision.between(0, 1).all()
+
+
 def test_report_holds_the_overview(workdir):
     html = (workdir / "results/report.html").read_text(errors="replace")
     names = ("cutout_gallery.png", "example_spectra.png", "distributions.png", "dataset_cuts.csv",
              "spectrum_loss.png", "mask_filling.png", "mask_filling_mse.csv", "image_loss.png",
-             "image_backbone_knn.csv", "alignment_loss.png", "retrieval.csv")  # fmt: skip
+             "image_backbone_knn.csv", "alignment_loss.png", "retrieval.csv", "property_r2.csv",
+             "photoz_metrics.csv", "predicted_vs_true_spectrum.png", "umap.png", "kmeans_umap.png",
+             "retrieval_examples.png")  # fmt: skip
     for name in names:
         assert name in html, name
 

@@ -147,7 +147,26 @@ def all_outputs():
             "results/embeddings/val.h5",
             "results/embeddings/test.h5",
             "results/tables/retrieval.csv",
+            "results/tables/property_r2.csv",
+            "results/tables/photoz_metrics.csv",
         ]
+        + [
+            f"results/figures/evaluation/predicted_vs_true_{mode}.png"
+            for mode in ("image", "spectrum", "cross")
+        ]
+        + [
+            "results/figures/retrieval/retrieval_examples.png",
+            "results/figures/retrieval/spectral_retrieval.png",
+            "results/figures/structure/umap.png",
+            "results/figures/structure/dbscan_umap.png",
+            "results/figures/structure/dbscan_cutouts.png",
+            "results/figures/structure/kmeans_silhouette.png",
+            "results/figures/structure/kmeans_umap.png",
+            "results/figures/structure/kmeans_spectra.png",
+            "results/figures/structure/kmeans_cutouts.png",
+        ]
+        # the mock survey knows which cutouts carry artefacts; real data do not
+        + (["results/tables/dbscan_artefacts.csv"] if SOURCE == "mock" else [])
         + (
             ["results/figures/pretrain/image_loss.png"]
             if config["image_encoder"]["weights"] is None

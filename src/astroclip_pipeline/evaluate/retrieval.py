@@ -15,13 +15,18 @@ from ..files import atomic_path
 from .embeddings import read_embeddings
 
 
-def partner_ranks(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def partner_ranks(queries: np.ndarray, candidates: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """Rank (1 = first) of candidate i among all candidates for query i; rows row-aligned."""
     if queries.shape != candidates.shape:
         raise ValueError(f"queries {queries.shape} and candidates {candidates.shape} must be row-aligned")
-    similarity = queries @ candidates.T
-    own = np.diag(similarity)
-    return 1 + (similarity > own[:, None]).sum(axis=1)
+    # A block of query rows at a time: the full similarity matrix of 200,000 galaxies would need 160 GB.
+    ranks = np.empty(len(queries), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        similarity = queries[start : start + chunk] @ candidates.T
+        rows = np.arange(len(similarity))
+        own = similarity[rows, start + rows]  # from the same product, so rounding cannot reorder a tie
+        ranks[start : start + chunk] = 1 + (similarity > own[:, None]).sum(axis=1)
+    return ranks
 
 
 def retrieval_table(image: np.ndarray, spectrum: np.ndarray, ks=(1, 5, 10)) -> pd.DataFrame:

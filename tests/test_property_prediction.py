@@ -1,0 +1,70 @@
+"""Property-prediction metrics against hand-computed values, and the prediction table's layout."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from astroclip_pipeline.evaluate.property_prediction import (
+    KNN_MODES,
+    photoz_metrics,
+    predict_properties,
+    r2_table,
+    redshift_scores,
+)
+
+
+def test_redshift_scores_by_hand():
+    z_true = np.array([0.1, 0.2, 0.3, 0.4])
+    z_pred = np.array([0.1, 0.25, 0.2, 0.9])
+    # Δz = 0, 0.05, -0.1, 0.5; Δz/(1+z) = 0, 0.041667, -0.076923, 0.357143
+    scores = redshift_scores(z_true, z_pred)
+    assert scores["bias"] == pytest.approx((0 + 0.05 / 1.2) / 2)
+    # median Δz = 0.025; |Δz - 0.025|/(1+z) = 0.022727, 0.020833, 0.096154, 0.339286
+    assert scores["sigma_nmad"] == pytest.approx(1.48 * (0.025 / 1.1 + 0.125 / 1.3) / 2)
+    assert scores["outlier_fraction"] == 0.25  # only 0.5 / 1.4 exceeds 0.15
+    # R² = 1 - SS_res / SS_tot = 1 - (0.0025 + 0.01 + 0.25) / 0.05
+    assert scores["R2"] == pytest.approx(1 - 0.2625 / 0.05)
+
+
+def test_r2_table_layout_and_values():
+    predictions = pd.DataFrame({
+        "method": [KNN_MODES["spectrum"]] * 3 + ["something else"] * 3,
+        "target": ["Z_HP"] * 6,
+        "TARGETID": [1, 2, 3] * 2,
+        "true": [1.0, 2.0, 3.0] * 2,
+        "predicted": [1.0, 2.0, 4.0, 2.0, 2.0, 2.0],
+    })  # fmt: skip
+    table = r2_table(predictions, source="mock").set_index("method")
+    assert table.loc[KNN_MODES["spectrum"], "R2 Z_HP"] == pytest.approx(0.5)  # 1 - 1/2
+    assert table.loc["something else", "R2 Z_HP"] == pytest.approx(0.0)  # the mean predicts nothing
+    paper = "AstroCLIP v1 R2 Z_HP (different data: DESI, not the mock survey)"
+    assert table.loc[KNN_MODES["spectrum"], paper] == 0.97 and np.isnan(table.loc["something else", paper])
+    assert "AstroCLIP v1 R2 LOGMSTAR" in r2_table(predictions, source="desi-edr").columns
+    metrics = photoz_metrics(predictions).set_index("method")
+    assert metrics.loc[KNN_MODES["spectrum"], "n"] == 3
+
+
+def test_predictions_follow_the_information_in_each_embedding():
+    rng = np.random.default_rng(1)
+    n = 400
+    z = rng.uniform(0.05, 0.5, n)
+    mass = rng.normal(10.5, 0.4, n)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    knows_z = unit(np.stack([np.cos(3 * z), np.sin(3 * z), 0.01 * rng.normal(size=n)], axis=1))
+    noise = unit(rng.normal(size=(n, 3)))
+    embeddings = {
+        "TARGETID": np.arange(n), "Z_HP": z, "LOGMSTAR": mass, "image_embedding": noise,
+        "spectrum_embedding": knows_z, "MAG_G": 20 - mass, "MAG_R": 19.5 - mass, "MAG_Z": 19 - mass,
+    }  # fmt: skip
+    backbone = {"TARGETID": np.arange(n), "image": noise, "spectrum": knows_z}
+    predictions = predict_properties(embeddings, backbone, k=16, seed=0)
+    table = r2_table(predictions, source="mock").set_index("method")
+    assert table.loc[KNN_MODES["spectrum"], "R2 Z_HP"] > 0.95
+    assert table.loc[KNN_MODES["image"], "R2 Z_HP"] < 0.2
+    assert table.loc["photometry + MLP", "R2 LOGMSTAR"] > 0.9  # magnitudes here are mass plus a constant
+    assert set(predictions.groupby("method").size()) == {2 * (n - n // 2)}  # every query, both targets
+    with pytest.raises(ValueError, match="different galaxies"):
+        predict_properties(embeddings, {**backbone, "TARGETID": np.arange(n)[::-1]})
