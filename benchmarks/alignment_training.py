@@ -10,10 +10,9 @@ cached but the spectrum transformer run every step (what the paper scale does), 
 """
 
 import argparse
-import resource
-import time
 
 import torch
+from timing import peak_memory, time_steps
 
 from astroclip_pipeline.models.astroclip import AstroCLIP
 from astroclip_pipeline.models.image_encoder import ImageEncoder
@@ -64,20 +63,9 @@ def main() -> None:
             loss.backward()
             optimizer.step()
 
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
+        elapsed = time_steps(step, args.steps, device, warmup=1)
         print(f"  {name}: {b * args.steps / elapsed:.0f} pairs/s ({elapsed / args.steps * 1e3:.0f} ms per step)")
-    if device.type == "cuda":
-        print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    else:
-        print(f"  peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(f"  {peak_memory(device)}")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ encoders run in bf16 autocast, optionally channels-last. Usage:
 """
 
 import argparse
-import resource
-import time
 
 import torch
+from timing import peak_memory, time_steps
 
 from astroclip_pipeline.models.resnet import ResNetConfig
 from astroclip_pipeline.train.image_pretraining import MoCoPretraining
@@ -48,24 +47,11 @@ def main() -> None:
         optimizer.step()
         module._enqueue(key)
 
-    for _ in range(3):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+    elapsed = time_steps(step, args.steps, device)
     n_params = sum(p.numel() for p in module.encoder_q.parameters())
     print(f"{args.preset} preset, {n_params / 1e6:.2f}M parameters, {args.crop}-px crop, batch {args.batch}, {device}")
     print(f"  {args.batch * args.steps / elapsed:.1f} cutouts/s ({elapsed / args.steps * 1e3:.0f} ms per step)")
-    if device.type == "cuda":
-        print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    else:
-        print(f"  peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(f"  {peak_memory(device)}")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ against a measured bf16 matmul rate. Usage:
 """
 
 import argparse
-import resource
 import time
 
 import torch
+from timing import peak_memory, time_steps
 
 from astroclip_pipeline.models.specformer import SpecFormer, SpecFormerConfig, count_parameters, n_tokens, tokenize
 from astroclip_pipeline.train.masked_segments import chunk_mask, hide, masked_mse
@@ -64,28 +64,16 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    for _ in range(3):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+    elapsed = time_steps(step, args.steps, device)
     rate = args.batch * args.steps / elapsed
     n_params = count_parameters(model)
     print(f"{args.preset} preset, {n_params / 1e6:.2f}M parameters, {length} tokens, batch {args.batch}, {device}")
     print(f"  {rate:.1f} spectra/s ({elapsed / args.steps * 1e3:.0f} ms per step)")
+    print(f"  {peak_memory(device)}")
     if device.type == "cuda":
-        print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
         achieved = rate * training_flops_per_spectrum(config, n_params, length)
         peak = bf16_matmul_rate(device)
         print(f"  model FLOP utilisation {achieved / peak:.1%} ({achieved / 1e12:.1f} of {peak / 1e12:.0f} TFLOP/s)")
-    else:
-        print(f"  peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Snakemake on the ci preset, run as a user would: outputs, report, config errors, reruns."""
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -214,3 +216,45 @@ def test_published_image_weights_replace_pretraining(workdir):
     assert result.returncode != 0
     log = (workdir / "results/logs/import_image_encoder.log").read_text()
     assert "missing keys (1): ['layer1.0.conv2.weight']" in log
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTEFACTS = Path(__file__).resolve().parents[1] / "test-artefacts"
+
+
+def _chromium(*args: str, cwd: Path) -> str:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=180, check=True).stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs Debian's chromium)")
+def test_report_renders_in_chromium_with_every_image(workdir, tmp_path):
+    report = workdir / "results/report.html"
+    # The report is a single-page app: the DOM after JavaScript ran holds the rendered menu and the
+    # top page, which the raw file only has as data.
+    dom = _chromium("--dump-dom", report.as_uri(), cwd=tmp_path)
+    app = dom[dom.index('<div id="app">') :]
+    assert app.startswith('<div id="app"><div'), "the report's app did not render"
+    assert "AstroCLIP, reproduced as a workflow" in app and "mock" in app
+
+    # Every embedded PNG, decoded by the browser itself in a page that counts the images it could draw.
+    images = re.findall(r'"(data:image/png;[^"]+)"', report.read_text())
+    assert len(images) >= 19  # every figure rule of the mock-survey workflow
+    page = tmp_path / "images.html"
+    tags = "".join(f'<img src="{src}">' for src in images)
+    page.write_text(
+        f"<html><body>{tags}<script>"
+        "function count() { const all = [...document.images];"
+        " if (all.some(i => !i.complete)) { setTimeout(count, 100); return; }"
+        " const ok = all.filter(i => i.naturalWidth > 0).length;"
+        " document.body.setAttribute('data-decoded', ok + '/' + all.length); }"
+        " setTimeout(count, 100);"
+        "</script></body></html>"
+    )
+    decoded = re.search(r'data-decoded="(\d+)/(\d+)"', _chromium("--dump-dom", page.as_uri(), cwd=tmp_path))
+    assert decoded and decoded.group(1) == decoded.group(2) == str(len(images)), decoded
+
+    ARTEFACTS.mkdir(exist_ok=True)
+    screenshot = ARTEFACTS / "report.png"
+    _chromium(f"--screenshot={screenshot}", "--window-size=1400,1000", report.as_uri(), cwd=tmp_path)
+    assert screenshot.stat().st_size > 20_000  # a drawn page, not a blank one

@@ -32,7 +32,7 @@ from ..models.astroclip import AstroCLIP, save_astroclip, set_trainable
 from ..models.image_encoder import load_image_encoder
 from ..models.specformer import n_tokens
 from .contrastive import distributed_clip_loss
-from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, warmup_cosine
+from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, split_loader, warmup_cosine
 from .spectrum_pretraining import load_encoder
 
 log = logging.getLogger(__name__)
@@ -284,10 +284,8 @@ def align(
     train_cache, val_cache = frozen_feature_caches(model, [train_path, val_path], s)
     # Cached tensors live in this process's memory; forked workers would copy them, so load in-process.
     workers = 0 if (train_cache or val_cache) else s.num_workers
-    train = DataLoader(AlignmentData(train_path, train_cache), batch_size=s.batch_size, shuffle=True, drop_last=True,
-                       num_workers=workers, persistent_workers=workers > 0)  # fmt: skip
-    val = DataLoader(AlignmentData(val_path, val_cache), batch_size=s.batch_size, num_workers=workers,
-                     persistent_workers=workers > 0)  # fmt: skip
+    train = split_loader(AlignmentData(train_path, train_cache), s.batch_size, True, workers)
+    val = split_loader(AlignmentData(val_path, val_cache), s.batch_size, False, workers)
     if len(train) == 0:
         raise ValueError(
             f"config key 'align.batch_size': {s.batch_size} is larger than the {len(train.dataset)} "

@@ -20,7 +20,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader
 
 from ..data.augmentations import AugmentationSpec, augment
 from ..data.galaxy_dataset import GalaxyDataset
@@ -28,7 +27,7 @@ from ..files import atomic_path
 from ..models.image_encoder import ImageEncoder, save_image_encoder
 from ..models.image_preprocessing import stein_rgb
 from ..models.resnet import ResNetConfig
-from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, warmup_cosine
+from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, split_loader, warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -158,14 +157,6 @@ class MoCoPretraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def image_loader(path: str | Path, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
-    dataset = GalaxyDataset(path, fields=("image",), columns=())
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-        persistent_workers=num_workers > 0, drop_last=shuffle,
-    )  # fmt: skip
-
-
 def model_config_of(block: dict) -> tuple[dict, int]:
     """The ``image_encoder:`` config block -> (ResNet config as a dict, crop)."""
     config = asdict(ResNetConfig.preset(block["preset"]))
@@ -199,8 +190,8 @@ def pretrain_images(
             "inputs": input_fingerprint([train_path, val_path]),
         },
     )
-    train = image_loader(train_path, s.batch_size, True, s.num_workers)
-    val = image_loader(val_path, s.batch_size, False, s.num_workers)
+    train = split_loader(GalaxyDataset(train_path, fields=("image",), columns=()), s.batch_size, True, s.num_workers)
+    val = split_loader(GalaxyDataset(val_path, fields=("image",), columns=()), s.batch_size, False, s.num_workers)
     size = train.dataset[0]["image"].shape[-1]
     if crop > size:
         raise ValueError(

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"
@@ -132,6 +133,14 @@ def fit(
         log.info("resuming from %s", resume)
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
     return trainer
+
+
+def split_loader(dataset, batch_size: int, train: bool, num_workers: int = 0) -> "DataLoader":
+    """Batches of a split: shuffled and without a ragged last batch for training, in order for validation."""
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )  # fmt: skip
 
 
 def collect_metrics(run_dir: str | Path) -> pd.DataFrame:

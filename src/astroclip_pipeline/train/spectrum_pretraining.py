@@ -7,12 +7,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader
 
 from ..data.galaxy_dataset import GalaxyDataset
 from ..files import atomic_path
 from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, tokenize
-from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, warmup_cosine
+from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, split_loader, warmup_cosine
 from .masked_segments import chunk_mask, hide, masked_mse
 
 
@@ -86,14 +85,6 @@ class SpectrumPretraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def spectrum_loader(path: str | Path, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
-    dataset = GalaxyDataset(path, fields=("spectrum", "ivar"), columns=())
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-        persistent_workers=num_workers > 0, drop_last=shuffle,
-    )  # fmt: skip
-
-
 def save_encoder(model: SpecFormer, path: str | Path) -> None:
     """The transformer as a plain torch file: its config and weights, no Lightning needed."""
     with atomic_path(path) as tmp:
@@ -131,8 +122,12 @@ def pretrain_spectra(
     prepare_run_dir(
         run_dir, {"model": model_config, "settings": asdict(s), "inputs": input_fingerprint([train_path, val_path])}
     )
-    train = spectrum_loader(train_path, s.batch_size, True, s.num_workers)
-    val = spectrum_loader(val_path, s.batch_size, False, s.num_workers)
+    train = split_loader(
+        GalaxyDataset(train_path, fields=("spectrum", "ivar"), columns=()), s.batch_size, True, s.num_workers
+    )
+    val = split_loader(
+        GalaxyDataset(val_path, fields=("spectrum", "ivar"), columns=()), s.batch_size, False, s.num_workers
+    )
     n_pixels = train.dataset[0]["spectrum"].shape[0]
     if n_tokens(n_pixels) > model_config["max_len"]:
         raise ValueError(f"{train_path}: {n_tokens(n_pixels)} tokens exceed max_len {model_config['max_len']}")
