@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest lock clean
+.PHONY: demo test test-deps lint pytest lock clean
 
 # The virtual environment is (re)made whenever the pins or the package metadata change.
 # torch goes first and alone: with 2.13.0 already installed, nothing later pulls another build.
@@ -30,7 +30,23 @@ lint: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint pytest
+# What the tests need beyond the venv: Debian's slurm-wlm and munge (the real-SLURM test) and
+# chromium. Installed, quietly, when missing and running as root with apt-get; otherwise a note,
+# and the tests that need them skip saying why.
+TEST_PACKAGES := slurm-wlm munge chromium
+TEST_BINARIES := slurmctld slurmd sinfo munged chromium
+test-deps:
+	@export PATH="$$PATH:/usr/sbin:/sbin"; missing=; \
+	for b in $(TEST_BINARIES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "test-deps: installing $(TEST_PACKAGES) (missing:$$missing)"; \
+	  out=$$(mktemp); { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(TEST_PACKAGES); } >$$out 2>&1 \
+	  || { cat $$out; echo "test-deps: apt-get install $(TEST_PACKAGES) failed; the SLURM tests will skip"; }; rm -f $$out; \
+	else echo "test-deps: not root or no apt-get; missing:$$missing; the tests that need them will skip"; fi
+
+test: test-deps lint pytest
 
 # Refresh the pins from the current environment (after changing a dependency on purpose).
 lock: $(STAMP)

@@ -10,7 +10,9 @@
 import json
 import logging
 import math
+import os
 import shutil
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,23 @@ def accelerator_settings(devices: int) -> dict:
         strategy = "ddp" if n > 1 else "auto"
         return {"accelerator": "gpu", "devices": n, "precision": "bf16-mixed", "strategy": strategy}
     return {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+
+
+def slurm_plugins(settings: dict) -> list:
+    """Under SLURM (``SLURM_JOB_ID`` set): save a checkpoint and requeue the job on SIGUSR1.
+
+    With ``--signal=USR1@300`` SLURM sends SIGUSR1 to the job step five minutes before the time
+    limit; Lightning then writes ``hpc_ckpt_N.ckpt``, runs ``scontrol requeue``, and the SIGTERM of
+    the requeue makes ``CheckpointOnInterrupt`` write ``last.ckpt``, which the requeued job resumes.
+    One SLURM task driving several GPUs (Snakemake's job step is ``srun -n1``) needs Lightning to
+    start the DDP processes itself, which SLURMEnvironment forbids: such a job gets
+    LightningEnvironment, and resumes through SIGTERM's checkpoint and Snakemake's retries instead.
+    """
+    if "SLURM_JOB_ID" not in os.environ:
+        return []
+    if settings.get("devices", 1) > int(os.environ.get("SLURM_NTASKS", "1")):
+        return [LightningEnvironment()]
+    return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
 
 
 def last_checkpoint(run_dir: str | Path) -> Path | None:
@@ -105,6 +125,7 @@ def fit(
     L.seed_everything(seed, workers=True, verbose=False)
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"
+    hardware = accelerator_settings(devices)
     trainer = L.Trainer(
         max_epochs=max_epochs,
         gradient_clip_val=gradient_clip,
@@ -126,7 +147,8 @@ def fit(
         ],
         log_every_n_steps=1,
         enable_model_summary=False,
-        **accelerator_settings(devices),
+        plugins=slurm_plugins(hardware),
+        **hardware,
     )
     resume = last_checkpoint(run_dir)
     if resume is not None:
