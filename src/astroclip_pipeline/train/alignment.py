@@ -27,12 +27,19 @@ from tqdm import tqdm
 
 from ..data.augmentations import N_ORIENTATIONS, AugmentationSpec, dihedral, random_blur, random_dihedral, random_noise
 from ..data.galaxy_dataset import GalaxyDataset
-from ..files import atomic_path
 from ..models.astroclip import AstroCLIP, save_astroclip, set_trainable
 from ..models.image_encoder import load_image_encoder
 from ..models.specformer import n_tokens
 from .contrastive import distributed_clip_loss
-from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, split_loader, warmup_cosine
+from .loop import (
+    fit,
+    input_fingerprint,
+    prepare_run_dir,
+    settings_from_config,
+    split_loader,
+    warmup_cosine,
+    write_metrics,
+)
 from .spectrum_pretraining import load_encoder
 
 log = logging.getLogger(__name__)
@@ -68,11 +75,7 @@ class AlignSettings:
 
     @classmethod
     def from_config(cls, block: dict) -> "AlignSettings":
-        values = dict(block)
-        for key in ("image_trainable", "spectrum_trainable"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        return settings_from_config(cls, block)
 
     @property
     def image_features_cacheable(self) -> bool:
@@ -296,5 +299,4 @@ def align(
         callbacks=callbacks)  # fmt: skip
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         save_astroclip(module.model, model_path, asdict(s))
-        with atomic_path(metrics_path) as tmp:
-            collect_metrics(run_dir).to_csv(tmp, index=False)
+        write_metrics(run_dir, metrics_path)

@@ -23,11 +23,18 @@ from lightning.pytorch.callbacks import Callback
 
 from ..data.augmentations import AugmentationSpec, augment
 from ..data.galaxy_dataset import GalaxyDataset
-from ..files import atomic_path
 from ..models.image_encoder import ImageEncoder, save_image_encoder
 from ..models.image_preprocessing import stein_rgb
 from ..models.resnet import ResNetConfig
-from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, split_loader, warmup_cosine
+from .loop import (
+    fit,
+    input_fingerprint,
+    prepare_run_dir,
+    settings_from_config,
+    split_loader,
+    warmup_cosine,
+    write_metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,7 @@ class ImagePretrainSettings:
 
     @classmethod
     def from_config(cls, block: dict) -> "ImagePretrainSettings":
-        values = dict(block)
-        for key in ("scale", "noise_sigma_max"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        return settings_from_config(cls, block)
 
     def augmentations(self, crop: int) -> AugmentationSpec:
         floor = AugmentationSpec().noise_sigma[0][0]
@@ -215,5 +218,4 @@ def pretrain_images(
         callbacks=callbacks,
     )
     save_image_encoder(module.image_encoder(), encoder_path, source="pretrain_images (MoCo v2)")
-    with atomic_path(metrics_path) as tmp:
-        collect_metrics(run_dir).to_csv(tmp, index=False)
+    write_metrics(run_dir, metrics_path)

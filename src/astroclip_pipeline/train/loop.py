@@ -24,6 +24,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 from torch.utils.data import DataLoader
 
+from ..files import atomic_path
+
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"
 
@@ -163,6 +165,17 @@ def split_loader(dataset, batch_size: int, train: bool, num_workers: int = 0) ->
         dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )  # fmt: skip
+
+
+def settings_from_config(cls, block: dict):
+    """A frozen settings dataclass from its config block; YAML lists become tuples, so settings hash."""
+    return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in block.items()})
+
+
+def write_metrics(run_dir: str | Path, path: str | Path) -> None:
+    """Every attempt's metrics (``collect_metrics``) as one CSV, written atomically."""
+    with atomic_path(path) as tmp:
+        collect_metrics(run_dir).to_csv(tmp, index=False)
 
 
 def collect_metrics(run_dir: str | Path) -> pd.DataFrame:

@@ -11,7 +11,15 @@ from lightning.pytorch.callbacks import Callback
 from ..data.galaxy_dataset import GalaxyDataset
 from ..files import atomic_path
 from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, tokenize
-from .loop import collect_metrics, fit, input_fingerprint, prepare_run_dir, split_loader, warmup_cosine
+from .loop import (
+    fit,
+    input_fingerprint,
+    prepare_run_dir,
+    settings_from_config,
+    split_loader,
+    warmup_cosine,
+    write_metrics,
+)
 from .masked_segments import chunk_mask, hide, masked_mse
 
 
@@ -35,10 +43,7 @@ class PretrainSettings:
 
     @classmethod
     def from_config(cls, block: dict) -> "PretrainSettings":
-        values = dict(block)
-        if "betas" in values:
-            values["betas"] = tuple(values["betas"])
-        return cls(**values)
+        return settings_from_config(cls, block)
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -137,5 +142,4 @@ def pretrain_spectra(
         callbacks=callbacks,
     )  # fmt: skip
     save_encoder(module.model, encoder_path)
-    with atomic_path(metrics_path) as tmp:
-        collect_metrics(run_dir).to_csv(tmp, index=False)
+    write_metrics(run_dir, metrics_path)
