@@ -16,6 +16,7 @@ rule align:
         "results/benchmarks/align.tsv"
     conda:
         "../../envs/astroclip.yaml"
+    threads: TORCH_THREADS
     resources:
         gpu=config["align"]["gpus"],
     params:
@@ -54,6 +55,7 @@ rule embed:
         "results/logs/embed_{split}.log",
     conda:
         "../../envs/astroclip.yaml"
+    threads: TORCH_THREADS
     resources:
         gpu=config["align"]["gpus"],
     script:

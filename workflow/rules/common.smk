@@ -16,6 +16,10 @@ if abs(sum(config["dataset"]["split"].values()) - 1.0) > 1e-6:
         f"{sum(config['dataset']['split'].values())}, expected 1"
     )
 SOURCE = config["source"]
+# Threads for the PyTorch jobs (training, embedding). Without a `threads:` directive Snakemake
+# gives a job one thread and sets OMP_NUM_THREADS=1, which leaves torch on a single core; locally
+# the request is capped at --cores, and on SLURM cpus_per_task in the profile decides.
+TORCH_THREADS = 8
 # Each source writes under its own directory, so that the rules of every source can be defined
 # side by side without two of them making the same file; RAW is the chosen source's.
 RAW = f"resources/{SOURCE}"

@@ -14,6 +14,7 @@ rule backbone_features:
         "results/logs/backbone_features.log",
     conda:
         "../../envs/astroclip.yaml"
+    threads: TORCH_THREADS
     script:
         "../scripts/backbone_features.py"
 

@@ -16,6 +16,7 @@ if config["image_encoder"]["weights"] is None:
             "results/benchmarks/pretrain_images.tsv"
         conda:
             "../../envs/astroclip.yaml"
+        threads: TORCH_THREADS
         resources:
             gpu=config["pretrain_images"]["gpus"],
         params:

@@ -14,6 +14,7 @@ rule pretrain_spectra:
         "results/benchmarks/pretrain_spectra.tsv"
     conda:
         "../../envs/astroclip.yaml"
+    threads: TORCH_THREADS
     resources:
         gpu=config["pretrain_spectra"]["gpus"],
     params:
