@@ -5,7 +5,8 @@ segments of 20 pixels that overlap by 10, and each segment becomes a 22-wide tok
 feature columns, zero for segments); a first token carries the mean and standard deviation, so
 nothing about the spectrum's amplitude is lost. The transformer is a stack of pre-LayerNorm blocks
 with learned absolute positions, bidirectional attention and a GELU MLP; a linear head maps each
-hidden state back to a 22-wide token, which masked-segment pretraining asks it to fill in.
+hidden state back to a 22-wide token, which masked-segment pretraining asks it to fill in. The
+block is the one the image ViT uses too (``transformer.py``), without LayerScale and drop path.
 
 Read top to bottom, in the spirit of nanoGPT's ``model.py``.
 """
@@ -16,6 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .transformer import Block
 
 PATCH_SIZE = 20
 PATCH_STRIDE = 10
@@ -105,46 +108,6 @@ def detokenize(tokens: torch.Tensor, n_pixels: int) -> torch.Tensor:
     return out
 
 
-class SelfAttention(nn.Module):
-    """Bidirectional multi-head self-attention through PyTorch's fused scaled_dot_product_attention."""
-
-    def __init__(self, config: SpecFormerConfig):
-        super().__init__()
-        if config.embed_dim % config.n_heads:
-            raise ValueError(f"embed_dim {config.embed_dim} is not divisible by n_heads {config.n_heads}")
-        self.n_heads = config.n_heads
-        self.qkv = nn.Linear(config.embed_dim, 3 * config.embed_dim)
-        self.proj = nn.Linear(config.embed_dim, config.embed_dim)
-        self.dropout = config.dropout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, width = x.shape
-        q, k, v = self.qkv(x).split(width, dim=-1)
-        q, k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(batch, length, width))
-
-
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
-
-    def __init__(self, config: SpecFormerConfig):
-        super().__init__()
-        self.ln_attn = nn.LayerNorm(config.embed_dim)
-        self.attn = SelfAttention(config)
-        self.ln_mlp = nn.LayerNorm(config.embed_dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(config.embed_dim, 4 * config.embed_dim),
-            nn.GELU(),
-            nn.Linear(4 * config.embed_dim, config.embed_dim),
-            nn.Dropout(config.dropout),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x))
-        return x + self.mlp(self.ln_mlp(x))
-
-
 class SpecFormer(nn.Module):
     """Tokens (batch, n_tokens, 22) -> hidden states (batch, n_tokens, embed) and reconstructions."""
 
@@ -154,7 +117,9 @@ class SpecFormer(nn.Module):
         self.embed = nn.Linear(TOKEN_WIDTH, config.embed_dim)
         self.position = nn.Parameter(torch.zeros(config.max_len, config.embed_dim))
         self.dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(
+            Block(config.embed_dim, config.n_heads, config.dropout) for _ in range(config.n_layers)
+        )
         self.ln_final = nn.LayerNorm(config.embed_dim)
         self.head = nn.Linear(config.embed_dim, TOKEN_WIDTH)
         self.reset_parameters()

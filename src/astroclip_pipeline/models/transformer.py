@@ -1,0 +1,113 @@
+"""The transformer block both encoders are built of: the spectrum transformer and the image ViT.
+
+A pre-LayerNorm block (x + attn(LN(x)), then x + MLP(LN(x))) with bidirectional multi-head
+self-attention and a GELU MLP of 4x the width, as in GPT-2 and ViT. Two additions serve the ViT
+of DINOv2 (Oquab et al. 2023, facebookresearch/dinov2, ``dinov2/layers/block.py``) and are off
+for the spectrum transformer, so its parameters and their names do not change:
+
+- LayerScale (Touvron et al. 2021, CaiT): each branch is multiplied by a learned per-channel
+  vector initialised small (1e-5 in DINOv2), so a deep stack starts close to the identity;
+- stochastic depth (Huang et al. 2016, "drop path"): in training each sample skips a branch with
+  probability ``drop_path`` and the kept ones are scaled by 1 / (1 - p), so the expectation holds.
+  DINOv2 drops a random subset of the batch from the computation instead when p > 0.1 (a speed
+  trick with the same expectation); the per-sample mask here is the textbook form.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head self-attention through PyTorch's fused scaled_dot_product_attention."""
+
+    def __init__(self, embed_dim: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if embed_dim % n_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.dropout = dropout
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(batch, length, width) -> q, k, v, each (batch, heads, length, width / heads)."""
+        batch, length, width = x.shape
+        q, k, v = self.qkv(x).split(width, dim=-1)
+        return tuple(t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._heads(x)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(x.shape))
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) of every head: (batch, heads, length, length); rows sum to 1.
+
+        The fused kernel never forms this matrix, so it is computed here for pictures only.
+        """
+        q, k, _ = self._heads(x)
+        return torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
+
+
+class LayerScale(nn.Module):
+    """x * gamma, a learned per-channel scale (CaiT); named ``gamma`` as in DINOv2."""
+
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a residual branch per sample with probability p in training."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(LN(x)), then x + MLP(LN(x)).
+
+    ``layerscale`` (an initial value) and ``drop_path`` (a probability) are off by default; when
+    off they add no parameters, so state dicts without them still load.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        mlp_ratio: float = 4.0,
+        layerscale: float | None = None,
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        hidden = int(embed_dim * mlp_ratio)
+        self.ln_attn = nn.LayerNorm(embed_dim)
+        self.attn = SelfAttention(embed_dim, n_heads, dropout)
+        self.ls_attn = LayerScale(embed_dim, layerscale) if layerscale else nn.Identity()
+        self.ln_mlp = nn.LayerNorm(embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(embed_dim, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, embed_dim),
+            nn.Dropout(dropout),
+        )
+        self.ls_mlp = LayerScale(embed_dim, layerscale) if layerscale else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.ls_attn(self.attn(self.ln_attn(x))))
+        return x + self.drop_path(self.ls_mlp(self.mlp(self.ln_mlp(x))))
