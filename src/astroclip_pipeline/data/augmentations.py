@@ -40,6 +40,7 @@ class AugmentationSpec:
     psf_sigma: tuple[float, ...] = (1.32, 1.27, 1.21)
     blur_probability: float = 0.5
     noise_sigma: tuple[tuple[float, float], ...] = ((0.0011, 0.013), (0.0011, 0.018), (0.0011, 0.061))
+    noise_probability: float = 1.0
     max_ebv: float = 0.05
 
 
@@ -76,6 +77,26 @@ def random_affine_crop(images: torch.Tensor, spec: AugmentationSpec, generator=N
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def random_crop_flip(images: torch.Tensor, size: int, generator=None) -> torch.Tensor:
+    """A ``size`` x ``size`` crop at a random position of each image, flipped left-right and
+    up-down each with probability 1/2: AstroDINO's geometric augmentation (torchvision's
+    RandomCrop and Random{Horizontal,Vertical}Flip, no resizing), on a whole batch at once."""
+    batch, _, h, w = images.shape
+    if size > min(h, w):
+        raise ValueError(f"crop {size} is larger than the {h}x{w} cutouts")
+    top = torch.randint(h - size + 1, (batch,), generator=generator)
+    left = torch.randint(w - size + 1, (batch,), generator=generator)
+    flip = torch.rand(batch, 2, generator=generator) < 0.5
+    offsets = torch.arange(size)
+    # a flipped axis reads its pixels backwards: the crop's index runs size-1 .. 0
+    rows = top[:, None] + torch.where(flip[:, :1], offsets.flip(0), offsets)
+    cols = left[:, None] + torch.where(flip[:, 1:], offsets.flip(0), offsets)
+    index = torch.arange(batch)[:, None, None]
+    device = images.device
+    crops = images.permute(0, 2, 3, 1)[index.to(device), rows[:, :, None].to(device), cols[:, None, :].to(device)]
+    return crops.permute(0, 3, 1, 2).contiguous()
+
+
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Blur each (image, band) with its own Gaussian σ (pixels; shape (batch, bands)); σ = 0 is identity."""
     batch, bands, h, w = images.shape
@@ -103,6 +124,8 @@ def random_noise(images: torch.Tensor, spec: AugmentationSpec, generator=None) -
     """Add Gaussian noise with a σ (nanomaggies) drawn per image and band, as from shallower imaging."""
     batch, bands = images.shape[:2]
     sigma = torch.stack([_uniform(lo, hi, batch, generator, "cpu") for lo, hi in spec.noise_sigma[:bands]], dim=1)
+    if spec.noise_probability < 1.0:  # drawn only then, so the default's random stream is unchanged
+        sigma = torch.where(torch.rand(batch, 1, generator=generator) < spec.noise_probability, sigma, 0.0)
     noise = torch.randn(images.shape, generator=generator).to(images.device)
     return images + sigma.to(images.device)[..., None, None] * noise
 

@@ -2,8 +2,12 @@
 
 An ``ImageEncoder`` is a ResNet backbone plus the two steps every caller must repeat exactly as
 the backbone was trained: the centre crop and Stein et al.'s scaling (``image_preprocessing``).
-It is stored as a plain torch file ``{config, crop, head, state_dict, source}`` that loads without
-Lightning, whether it came from our own MoCo v2 pretraining or from published weights.
+A ``ViTImageEncoder`` is the same for AstroCLIP v2's vision transformer (``vit.py``), with the
+Legacy Survey viewer's RGB mapping that AstroDINO was trained on; its features are the normalised
+CLS token. Both are stored as a plain torch file ``{architecture, config, crop, state_dict,
+source}`` (the ResNet's also with its projection ``head``) that loads without Lightning, whether it
+came from our own pretraining (MoCo v2, DINOv2) or from published weights; a file without
+``architecture`` is a ResNet's, as written before the ViT existed.
 
 Published weights: the MoCo v2 ResNet-50 of Stein et al. (2021, georgestein/ssl-legacysurvey) is
 a PyTorch Lightning checkpoint whose ``state_dict`` holds the query encoder under ``encoder_q.``
@@ -23,8 +27,9 @@ from torch import nn
 
 from ..data.augmentations import center_crop
 from ..files import atomic_path
-from .image_preprocessing import stein_rgb
+from .image_preprocessing import stein_rgb, viewer_rgb
 from .resnet import ResNet, ResNetConfig, mlp_head
+from .vit import VisionTransformer, ViTConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,8 @@ QUERY_PREFIX = "encoder_q."
 
 class ImageEncoder(nn.Module):
     """(batch, 3, H, W) grz cutouts in nanomaggies -> pooled features, or projections with ``project``."""
+
+    architecture = "resnet"
 
     def __init__(self, config: ResNetConfig, crop: int, head: tuple[int, int] = (2048, 128)):
         super().__init__()
@@ -58,9 +65,43 @@ class ImageEncoder(nn.Module):
         return self.backbone(self.preprocess(images))
 
 
-def image_encoder_payload(encoder: ImageEncoder, source: str) -> dict:
+class ViTImageEncoder(nn.Module):
+    """(batch, 3, H, W) grz cutouts in nanomaggies -> the ViT's normalised CLS token (batch, embed)."""
+
+    architecture = "vit"
+
+    def __init__(self, config: ViTConfig, crop: int):
+        super().__init__()
+        self.crop = crop
+        self.backbone = VisionTransformer(config)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.backbone.feature_dim
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        return viewer_rgb(center_crop(images, self.crop))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.preprocess(images))
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """All normalised final tokens (batch, 1 + patches, embed), CLS first."""
+        return self.backbone.forward_tokens(self.preprocess(images))
+
+
+def image_encoder_payload(encoder: ImageEncoder | ViTImageEncoder, source: str) -> dict:
     """What an image-encoder file holds: enough to rebuild the network without this run's config."""
+    if encoder.architecture == "vit":
+        return {
+            "architecture": "vit",
+            "config": asdict(encoder.backbone.config),
+            "crop": encoder.crop,
+            "state_dict": encoder.backbone.state_dict(),
+            "source": source,
+        }
     return {
+        "architecture": "resnet",
         "config": asdict(encoder.backbone.config),
         "crop": encoder.crop,
         "head": list(encoder.head_dims),
@@ -69,10 +110,17 @@ def image_encoder_payload(encoder: ImageEncoder, source: str) -> dict:
     }
 
 
-def image_encoder_from_payload(payload: dict, path: str | Path) -> ImageEncoder:
-    for key in ("config", "crop", "head", "state_dict"):
+def image_encoder_from_payload(payload: dict, path: str | Path) -> ImageEncoder | ViTImageEncoder:
+    architecture = payload.get("architecture", "resnet")
+    if architecture not in ("resnet", "vit"):
+        raise ValueError(f"{path}: unknown image-encoder architecture {architecture!r}; expected 'resnet' or 'vit'")
+    for key in ("config", "crop", "state_dict") + (("head",) if architecture == "resnet" else ()):
         if key not in payload:
             raise KeyError(f"{path}: not an image-encoder file (no {key!r}); expected the output of pretrain_images")
+    if architecture == "vit":
+        encoder = ViTImageEncoder(ViTConfig(**payload["config"]), payload["crop"])
+        encoder.backbone.load_state_dict(payload["state_dict"])
+        return encoder.eval()
     config = payload["config"]
     config = ResNetConfig(**{**config, "layers": tuple(config["layers"])})
     encoder = ImageEncoder(config, payload["crop"], payload["head"])
@@ -80,12 +128,14 @@ def image_encoder_from_payload(payload: dict, path: str | Path) -> ImageEncoder:
     return encoder.eval()
 
 
-def save_image_encoder(encoder: ImageEncoder, path: str | Path, source: str) -> None:
+def save_image_encoder(encoder: ImageEncoder | ViTImageEncoder, path: str | Path, source: str) -> None:
     with atomic_path(path) as tmp:
         torch.save(image_encoder_payload(encoder, source), tmp)
 
 
-def load_image_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> ImageEncoder:
+def load_image_encoder(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> ImageEncoder | ViTImageEncoder:
     return image_encoder_from_payload(torch.load(path, map_location=map_location, weights_only=True), path)
 
 
@@ -142,7 +192,7 @@ def import_published(
 
 
 @torch.no_grad()
-def encode_images(encoder: ImageEncoder, images, batch_size: int = 256) -> "torch.Tensor":
+def encode_images(encoder: ImageEncoder | ViTImageEncoder, images, batch_size: int = 256) -> "torch.Tensor":
     """Pooled features of many cutouts (an array or a lazily read HDF5 dataset), batch by batch."""
     encoder.eval()
     device = next(encoder.parameters()).device

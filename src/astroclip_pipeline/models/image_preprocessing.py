@@ -11,9 +11,15 @@ on grz cutouts in nanomaggies mapped as follows, with no mean/std normalisation 
 This differs from the Legacy Survey viewer's mapping ((x * scale + m) * fI / I, see
 ``evaluate/rgb.py``), so we keep both: the viewer's for pictures, Stein's for the network. Their
 validation transform crops the centre 96 of 152 pixels first, then applies ToRGB.
+
+AstroDINO (AstroCLIP v2's ViT, PolymathicAI/AstroCLIP ``astrodino/data/augmentations.py``, class
+ToRGB) was trained on the viewer's mapping instead: ``viewer_rgb``, the batched torch form of
+``evaluate.rgb.legacysurvey_rgb`` (the same constants), so it runs on the training device.
 """
 
 import torch
+
+from ..evaluate.rgb import VIEWER_GRZ, VIEWER_OFFSET, VIEWER_Q
 
 #: (scale, input band index) of each output channel: z, r, g.
 _CHANNELS = ((2.2, 2), (3.4, 1), (6.0, 0))
@@ -32,3 +38,17 @@ def stein_rgb(images: torch.Tensor) -> torch.Tensor:
     stretch = torch.asinh(_Q * intensity) / _Q**0.5
     intensity = intensity + (intensity == 0) * 1e-6
     return torch.clamp(x * (scales + _M * stretch / intensity), 0.0, 1.0)
+
+
+def viewer_rgb(images: torch.Tensor) -> torch.Tensor:
+    """(batch, 3, H, W) g, r, z cutouts in nanomaggies -> (batch, 3, H, W) RGB in [0, 1], as the
+    Legacy Survey viewer draws them: planes (z, r, g) = x * scale + m, times asinh(Q I) / sqrt(Q) / I."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected grz images of shape (batch, 3, H, W), got {tuple(images.shape)}")
+    planes = sorted("grz", key=lambda band: VIEWER_GRZ[band][0])  # the band drawn in R, G, B: z, r, g
+    scales = images.new_tensor([VIEWER_GRZ[band][1] for band in planes])[None, :, None, None]
+    rgb = images[:, ["grz".index(band) for band in planes]] * scales + VIEWER_OFFSET
+    intensity = rgb.clamp_min(0.0).mean(dim=1, keepdim=True)
+    stretch = torch.asinh(VIEWER_Q * intensity) / VIEWER_Q**0.5
+    factor = torch.where(intensity > 0, stretch / intensity.clamp_min(1e-12), 0.0)
+    return torch.clamp(rgb * factor, 0.0, 1.0)
