@@ -15,9 +15,10 @@ from astroclip_pipeline.data.augmentations import dihedral
 from astroclip_pipeline.evaluate.embeddings import embed_split, read_embeddings
 from astroclip_pipeline.evaluate.retrieval import partner_ranks, retrieval_table
 from astroclip_pipeline.models.astroclip import AstroCLIP, load_astroclip
-from astroclip_pipeline.models.image_encoder import ImageEncoder, save_image_encoder
+from astroclip_pipeline.models.image_encoder import ImageEncoder, ViTImageEncoder, save_image_encoder
 from astroclip_pipeline.models.resnet import ResNetConfig
 from astroclip_pipeline.models.specformer import SpecFormer, SpecFormerConfig
+from astroclip_pipeline.models.vit import ViTConfig
 from astroclip_pipeline.train.alignment import (
     AlignmentData,
     AlignmentModule,
@@ -208,6 +209,38 @@ def test_alignment_resumes_and_its_embeddings_are_normalised(tiny_dataset, encod
     for column in ("Z_HP", "LOGMSTAR", "MAG_G", "TRUTH_ARTEFACT"):
         assert embeddings[column].shape == (n,), column
     assert "image" not in embeddings and "wavelength" not in embeddings
+
+
+@pytest.mark.parametrize("image_tokens", ["all", "patches"])
+def test_alignment_with_a_vit_trains_its_cross_attention_head(tiny_dataset, encoders, tmp_path, image_tokens):
+    torch.manual_seed(1)
+    vit = ViTImageEncoder(ViTConfig(image_size=24, patch_size=8, embed_dim=16, depth=2, n_heads=2), crop=24)
+    save_image_encoder(vit, tmp_path / "vit.ckpt", source="test")
+    vit_encoders = {**encoders, "image": tmp_path / "vit.ckpt"}
+    settings = {**SETTINGS, "epochs": 2, "embed_dim": 24, "image_tokens": image_tokens}
+    from astroclip_pipeline.train.alignment import build_model
+
+    s = AlignSettings.from_config(settings)
+    model = build_model(encoders["spectrum"], tmp_path / "vit.ckpt", s)
+    (cache,) = frozen_feature_caches(model, [tiny_dataset["val"]], s)
+    n_tokens = 9 + (image_tokens == "all")  # 3 x 3 patches of 8 pixels, and the CLS token
+    assert cache["image_features"].shape[1:] == (8, n_tokens, 16)
+    with h5py.File(tiny_dataset["val"]) as h5:
+        images = torch.from_numpy(h5["image"][:4])
+    with torch.no_grad():
+        direct = model.image_head_input(dihedral(images, 5))
+    torch.testing.assert_close(cache["image_features"][:4, 5], direct, atol=1e-5, rtol=1e-5)
+
+    _align(tiny_dataset, vit_encoders, tmp_path / "run", settings=settings)
+    trained = load_astroclip(tmp_path / "astroclip.ckpt")
+    assert trained.image_tokens == image_tokens
+    assert not torch.equal(trained.image_head.query, model.image_head.query)  # the head trained
+    for name, value in trained.image_encoder.backbone.state_dict().items():  # the ViT did not
+        assert torch.equal(value, vit.backbone.state_dict()[name]), name
+    embed_split(tmp_path / "astroclip.ckpt", tiny_dataset["test"], tmp_path / "test.h5", batch_size=7)
+    embeddings = read_embeddings(tmp_path / "test.h5")
+    assert embeddings["image_embedding"].shape[1] == embeddings["spectrum_embedding"].shape[1] == 24
+    assert np.allclose(np.linalg.norm(embeddings["image_embedding"], axis=1), 1.0, atol=1e-5)
 
 
 def test_retrieval_ranks_and_recall_by_hand():

@@ -9,6 +9,7 @@ import torch
 
 from astroclip_pipeline.data.augmentations import random_crop_flip
 from astroclip_pipeline.evaluate.rgb import legacysurvey_rgb
+from astroclip_pipeline.evaluate.vit_attention import cls_attention_maps, plot_vit_attention
 from astroclip_pipeline.models.image_encoder import ViTImageEncoder, encode_images, load_image_encoder
 from astroclip_pipeline.models.image_preprocessing import viewer_rgb
 from astroclip_pipeline.models.vit import VisionTransformer, ViTConfig
@@ -215,6 +216,11 @@ def test_interrupted_dino_pretraining_resumes_and_writes_the_teacher(tiny_datase
     features = encode_images(encoder, np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32) * 0.1)
     assert features.shape == (3, 32) and torch.isfinite(features).all()
 
+    plot_vit_attention(tmp_path / "encoder.ckpt", tiny_dataset["val"], tmp_path / "attention.png", n=3, seed=0)
+    assert (tmp_path / "attention.png").read_bytes()[:4] == b"\x89PNG"
+    maps = cls_attention_maps(encoder, np.random.default_rng(1).random((2, 3, 32, 32), dtype=np.float32) * 0.1)
+    assert maps.shape == (2, 2, 3, 3) and np.all(maps.sum(axis=(2, 3)) < 1)  # 2 heads, 3 x 3 patches
+
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     steps = metrics.dropna(subset=["teacher_temp"])
     assert steps.teacher_temp.iloc[0] == pytest.approx(0.04) and steps.teacher_temp.iloc[-1] == pytest.approx(0.07)
@@ -223,3 +229,60 @@ def test_interrupted_dino_pretraining_resumes_and_writes_the_teacher(tiny_datase
         assert metrics[column].notna().any(), column
     prototypes = metrics["lr-AdamW/prototypes"].dropna()
     assert prototypes.iloc[0] == 0 and prototypes.iloc[-1] > 0  # frozen, then trained
+
+
+class FlipSymmetricImages(torch.utils.data.Dataset):
+    """Cutouts symmetric under both flips, so that the random flips of the crops leave them as they are."""
+
+    def __init__(self, n: int = 8, size: int = 16):
+        images = 0.05 * torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(5))
+        images = images + images.flip(-1)
+        self.images = images + images.flip(-2)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.images[index]}
+
+
+def _teacher_after_two_steps(devices: int) -> dict:
+    """Two epochs of one step over the same 8 cutouts, on one process (batch 8) or two (4 each, gloo
+    DDP; Lightning's distributed sampler shuffles, but one step per epoch sees all 8 either way).
+
+    Everything random per rank is switched off so that both see the same global batch: crops of the
+    whole cutout, flips that change nothing, no blur, noise, reddening, masks or local crops, no
+    drop path; KoLeo is off because its neighbours are sought within each rank's batch."""
+    import lightning as L
+
+    settings = {
+        **TINY_SETTINGS, "epochs": 2, "batch_size": 8 // devices, "local_crops": 0, "mask_probability": 0.0,
+        "degrade_probability": (0.0, 0.0, 0.0), "max_ebv": 0.0, "koleo_weight": 0.0, "warmup_epochs": 0,
+        "freeze_last_layer_epochs": 0, "lr": 0.5, "teacher_momentum": 0.5,  # steps that show
+    }  # fmt: skip
+    torch.manual_seed(0)
+    # No LayerScale: with its 1e-5 most gradients are so small that Adam's first step, about
+    # lr * g / (|g| + 1e-8), turns rounding differences between 8 and 4 + 4 rows into visible ones.
+    config = ViTConfig(image_size=16, patch_size=8, embed_dim=16, depth=2, n_heads=2, drop_path=0.0, layerscale=None)
+    module = DinoPretraining(vars(config), settings)
+    loader = torch.utils.data.DataLoader(FlipSymmetricImages(), batch_size=8 // devices, shuffle=False)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", max_epochs=2,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+    before = module.teacher.blocks[0].attn.qkv.weight.detach().clone()
+    trainer.fit(module, loader)
+    assert (module.teacher.blocks[0].attn.qkv.weight - before).abs().max() > 1e-3  # the teacher moved
+    return {k: v.clone() for k, v in module.state_dict().items() if k.startswith(("teacher", "dino_center"))}
+
+
+def test_ddp_on_two_processes_ends_with_the_teacher_of_one_process():
+    single = _teacher_after_two_steps(devices=1)
+    ddp = _teacher_after_two_steps(devices=2)
+    assert single.keys() == ddp.keys()
+    # the centre all-reduced over both ranks is the single process's centre
+    torch.testing.assert_close(ddp["dino_center"], single["dino_center"], rtol=1e-5, atol=1e-7)
+    assert single["dino_center"].abs().sum() > 0
+    for name in single:
+        torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-5, msg=name)

@@ -97,6 +97,59 @@ def test_ci_run_aligns_and_embeds(workdir):
     assert (workdir / "results/figures/align/alignment_loss.png").stat().st_size > 10_000
 
 
+VIT = {
+    "image_encoder": {"architecture": "vit", "vit": {"embed_dim": 32, "depth": 2, "n_heads": 2}},
+    "pretrain_dino": {
+        "epochs": 2, "batch_size": 16, "local_crops": 2, "local_crop": 16, "n_prototypes": 64,
+        "head_hidden_dim": 32, "head_bottleneck_dim": 16, "warmup_teacher_temp_epochs": 1,
+    },
+}  # fmt: skip
+
+
+def test_ci_run_with_a_vit_pretrains_it_by_dino_and_aligns_it(workdir, tmp_path):
+    """The v2 image path on the ci preset, up to the embeddings: a copy of the finished ci run whose
+    image encoder is removed, so that only the image stages and what follows them run again."""
+    import torch
+
+    vitdir = copy_workflow(tmp_path / "astroclip")
+    for folder in ("resources", "results"):
+        shutil.copytree(workdir / folder, vitdir / folder)
+    extra = _extra_config(vitdir, "vit", VIT)
+    targets = ["results/embeddings/test.h5", "results/tables/image_backbone_knn.csv"]
+    targets += ["results/figures/pretrain/image_loss.png", "results/figures/pretrain/vit_attention.png"]
+    # -R: the ResNet's outputs downstream are present and newer than their inputs; the forced
+    # pretrain_dino makes everything after it rerun
+    jobs = _executed_jobs(run_snakemake(vitdir, *targets, "-R", "pretrain_dino", "--configfile", extra))
+    assert jobs.get("pretrain_dino") == 1 and "pretrain_images" not in jobs
+    assert {"align", "embed", "image_backbone_knn", "plot_dino_pretraining", "plot_vit_attention"} <= set(jobs)
+    assert not {"build_dataset", "pretrain_spectra"} & set(jobs)
+
+    encoder = torch.load(vitdir / "results/models/image_encoder.ckpt", weights_only=True)
+    assert encoder["architecture"] == "vit" and encoder["source"].startswith("pretrain_dino")
+    assert encoder["config"]["embed_dim"] == 32 and encoder["config"]["image_size"] == 24
+    metrics = pd.read_csv(vitdir / "results/tables/image_pretraining_metrics.csv")
+    assert metrics.train_ibot_step.notna().sum() > 0 and metrics.val_loss.notna().sum() == 2
+    knn = pd.read_csv(vitdir / "results/tables/image_backbone_knn.csv").set_index("features")
+    assert knn["dimensions"].tolist() == [32, 32, 3]
+    with h5py.File(vitdir / "results/embeddings/test.h5") as h5:
+        assert h5["image_embedding"].shape[1] == h5["spectrum_embedding"].shape[1] == 128
+
+    # published AstroDINO weights (a small stand-in with its key layout) replace pretrain_dino
+    from astroclip_pipeline.models.vit import vit_config_of
+
+    from .test_astrodino import astrodino_checkpoint
+
+    model = {**VIT["image_encoder"], "preset": "laptop", "crop": 24, "weights": "astrodino.ckpt"}
+    model["vit"] = {"embed_dim": 16, "depth": 4, "n_heads": 2}
+    torch.save(astrodino_checkpoint(vit_config_of(model)), vitdir / "astrodino.ckpt")
+    extra = _extra_config(vitdir, "astrodino", {**VIT, "image_encoder": model})
+    encoder_file = "results/models/image_encoder.ckpt"
+    result = run_snakemake(vitdir, encoder_file, "-R", "import_image_encoder", "--configfile", extra)
+    assert _executed_jobs(result) == {"import_image_encoder": 1}
+    encoder = torch.load(vitdir / "results/models/image_encoder.ckpt", weights_only=True)
+    assert encoder["architecture"] == "vit" and encoder["source"].startswith("published AstroDINO")
+
+
 def test_ci_run_predicts_properties(workdir):
     r2 = pd.read_csv(workdir / "results/tables/property_r2.csv").set_index("method")
     assert "spectrum embedding + k-NN" in r2.index and "photometry + MLP" in r2.index

@@ -16,6 +16,23 @@ if abs(sum(config["dataset"]["split"].values()) - 1.0) > 1e-6:
         f"{sum(config['dataset']['split'].values())}, expected 1"
     )
 SOURCE = config["source"]
+# The image backbone: a ResNet pretrained by MoCo v2 (pretrain_images, AstroCLIP v1) or a ViT
+# pretrained by DINOv2 (pretrain_dino, v2), or either imported from published weights
+# (import_image_encoder); each writes results/models/image_encoder.ckpt.
+IMAGE_ARCHITECTURE = config["image_encoder"]["architecture"]
+
+
+def image_encoder_params():
+    """Params: the image_encoder block without the keys of the other architecture, so that
+    editing the ViT's sizes does not rerun the ResNet's pretraining and the reverse."""
+    other = "vit" if IMAGE_ARCHITECTURE == "resnet" else "width"
+    return {
+        key: value
+        for key, value in config["image_encoder"].items()
+        if key not in ("architecture", other)
+    }
+
+
 # Threads for the PyTorch jobs (training, embedding). Without a `threads:` directive Snakemake
 # gives a job one thread and sets OMP_NUM_THREADS=1, which leaves torch on a single core; locally
 # the request is capped at --cores, and on SLURM cpus_per_task in the profile decides.
@@ -174,6 +191,11 @@ def all_outputs():
         + (
             ["results/figures/pretrain/image_loss.png"]
             if config["image_encoder"]["weights"] is None
+            else []
+        )
+        + (
+            ["results/figures/pretrain/vit_attention.png"]
+            if IMAGE_ARCHITECTURE == "vit"
             else []
         )
     )

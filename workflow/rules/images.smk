@@ -1,7 +1,8 @@
-# Stage 3b: the image encoder, pretrained here with MoCo v2 or imported from published weights.
+# Stage 3b: the image encoder, pretrained here with MoCo v2 (a ViT: pretrain_dino in pretrain.smk)
+# or imported from published weights.
 
 
-if config["image_encoder"]["weights"] is None:
+if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "resnet":
 
     rule pretrain_images:
         input:
@@ -20,7 +21,7 @@ if config["image_encoder"]["weights"] is None:
         resources:
             gpu=config["pretrain_images"]["gpus"],
         params:
-            model=config["image_encoder"],
+            model=image_encoder_params(),
             settings=config["pretrain_images"],
             run_dir=run_dir_of("encoder"),
         script:
@@ -44,7 +45,7 @@ if config["image_encoder"]["weights"] is None:
         script:
             "../scripts/plot_training_curves.py"
 
-else:
+elif config["image_encoder"]["weights"] is not None:
 
     rule import_image_encoder:
         input:
@@ -56,7 +57,7 @@ else:
         conda:
             "../../envs/astroclip.yaml"
         params:
-            model=config["image_encoder"],
+            model=image_encoder_params(),
         script:
             "../scripts/import_image_encoder.py"
 

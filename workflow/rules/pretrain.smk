@@ -1,4 +1,5 @@
-# Stage 3a: masked-segment pretraining of the spectrum transformer, and what the report shows of it.
+# Stage 3a: masked-segment pretraining of the spectrum transformer, and what the report shows of it;
+# stage 3b for a ViT image encoder: DINOv2 pretraining (the ResNet's MoCo v2 is in images.smk).
 
 
 rule pretrain_spectra:
@@ -92,3 +93,72 @@ rule plot_mask_filling:
         seed=config["report"]["seed"],
     script:
         "../scripts/plot_mask_filling.py"
+
+
+if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "vit":
+
+    rule pretrain_dino:
+        input:
+            train="results/data/train.h5",
+            val="results/data/val.h5",
+        output:
+            encoder="results/models/image_encoder.ckpt",
+            metrics="results/tables/image_pretraining_metrics.csv",
+        log:
+            "results/logs/pretrain_dino.log",
+        benchmark:
+            "results/benchmarks/pretrain_dino.tsv"
+        conda:
+            "../../envs/astroclip.yaml"
+        threads: TORCH_THREADS
+        resources:
+            gpu=config["pretrain_dino"]["gpus"],
+        params:
+            model=image_encoder_params(),
+            settings=config["pretrain_dino"],
+            run_dir=run_dir_of("encoder"),
+        script:
+            "../scripts/pretrain_dino.py"
+
+    rule plot_dino_pretraining:
+        input:
+            metrics="results/tables/image_pretraining_metrics.csv",
+        output:
+            report(
+                "results/figures/pretrain/image_loss.png",
+                caption="../report/dino_loss.rst",
+                category="2. Pretraining",
+                subcategory="Image encoder",
+                labels={"figure": "loss curves"},
+            ),
+        log:
+            "results/logs/plot_dino_pretraining.log",
+        conda:
+            "../../envs/astroclip.yaml"
+        script:
+            "../scripts/plot_dino_curves.py"
+
+
+if IMAGE_ARCHITECTURE == "vit":
+
+    rule plot_vit_attention:
+        input:
+            encoder="results/models/image_encoder.ckpt",
+            dataset="results/data/val.h5",
+        output:
+            report(
+                "results/figures/pretrain/vit_attention.png",
+                caption="../report/vit_attention.rst",
+                category="2. Pretraining",
+                subcategory="Image encoder",
+                labels={"figure": "CLS attention maps"},
+            ),
+        log:
+            "results/logs/plot_vit_attention.log",
+        conda:
+            "../../envs/astroclip.yaml"
+        params:
+            n_examples=config["report"]["attention_examples"],
+            seed=config["report"]["seed"],
+        script:
+            "../scripts/plot_vit_attention.py"

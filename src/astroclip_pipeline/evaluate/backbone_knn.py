@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from ..files import atomic_path
-from ..models.image_encoder import ImageEncoder, encode_images, load_image_encoder
+from ..models.image_encoder import encode_images, load_image_encoder, untrained_like
 from .knn import knn_r2_table
 
 PROPERTIES = ("Z_HP", "LOGMSTAR")
@@ -25,7 +25,7 @@ def image_backbone_knn(
 ) -> None:
     encoder = load_image_encoder(encoder_path)
     torch.manual_seed(seed)
-    untrained = ImageEncoder(encoder.backbone.config, encoder.crop, encoder.head_dims).eval()
+    untrained = untrained_like(encoder)
     with h5py.File(dataset_path, "r") as h5:
         absent = [c for c in (*PROPERTIES, *MAGNITUDES, "image") if c not in h5]
         if absent:

@@ -11,8 +11,22 @@ trainable head that maps it into one shared 128-d embedding space.
 Which backbone parameters train as well is configurable (``image_trainable``,
 ``spectrum_trainable``: lists of parameter-name prefixes); the heads always train.
 
+AstroCLIP v2 (Parker et al. 2024) has a ViT image backbone (``vit.py``) and 1024-d embeddings: its
+image head is a cross-attention block like the spectrum head's (a learned query, 4 heads, then the
+MLP), over the ViT's final tokens. Which tokens (``image_tokens``):
+
+- ``all`` (our default): the tokens the ViT computes, the CLS token and the patches, with the
+  positions it was pretrained with. The frozen blocks never saw an input without positions;
+  without them they run out of the distribution they were trained on, and the head cannot tell
+  the galaxy at the centre from a neighbour at the edge.
+- ``patches``: what the official code feeds its ``ImageHead`` (``patch_embed -> blocks -> norm``,
+  calling the modules one by one and so skipping the CLS token and the positional embeddings,
+  most likely by accident); kept to reproduce it. The official image head also has no residual
+  around its MLP where the spectrum head has one; ours is the same block on both sides.
+
 An ``AstroCLIP`` is saved as a plain torch file ``{image_encoder, spectrum_encoder, spectrum_head,
-image_head_dims, settings}`` that loads without Lightning (``load_astroclip``).
+embed_dim, n_heads, settings}`` (with a ViT also ``image_head`` and ``image_tokens``) that loads
+without Lightning (``load_astroclip``).
 """
 
 from pathlib import Path
@@ -22,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..files import atomic_path
-from .image_encoder import ImageEncoder, image_encoder_from_payload, image_encoder_payload
+from .image_encoder import ImageEncoder, ViTImageEncoder, image_encoder_from_payload, image_encoder_payload
 from .specformer import SpecFormer, SpecFormerConfig, tokenize
 
 
@@ -54,28 +68,59 @@ def set_trainable(module: nn.Module, prefixes: list[str] | tuple[str, ...], name
         parameter.requires_grad_(any(n.startswith(p) for p in prefixes))
 
 
+IMAGE_TOKENS = ("all", "patches")
+
+
 class AstroCLIP(nn.Module):
     def __init__(
-        self, image_encoder: ImageEncoder, spectrum_encoder: SpecFormer, embed_dim: int = 128, n_heads: int = 4
+        self,
+        image_encoder: ImageEncoder | ViTImageEncoder,
+        spectrum_encoder: SpecFormer,
+        embed_dim: int = 128,
+        n_heads: int = 4,
+        image_tokens: str = "all",
     ):
         super().__init__()
         self.image_encoder = image_encoder
         self.spectrum_encoder = spectrum_encoder
-        if image_encoder.head_dims[-1] != embed_dim:
+        if image_tokens not in IMAGE_TOKENS:
+            raise ValueError(f"config key 'align.image_tokens': {image_tokens!r} is not one of {IMAGE_TOKENS}")
+        self.image_tokens = image_tokens
+        if image_encoder.architecture == "vit":
+            self.image_cross_attention = CrossAttentionHead(image_encoder.feature_dim, embed_dim, n_heads)
+        elif image_encoder.head_dims[-1] != embed_dim:
             raise ValueError(
                 f"the image encoder's projection head gives {image_encoder.head_dims[-1]}-d vectors, "
-                f"expected the embedding width {embed_dim}"
+                f"expected the embedding width {embed_dim} (config key 'align.embed_dim')"
             )
         self.spectrum_head = CrossAttentionHead(spectrum_encoder.config.embed_dim, embed_dim, n_heads)
 
     @property
     def image_head(self) -> nn.Module:
+        """The trained image head: the cross-attention block (ViT) or the ResNet's dense layers."""
+        if self.image_encoder.architecture == "vit":
+            return self.image_cross_attention
         return self.image_encoder.backbone.fc
 
+    def image_head_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What the frozen image backbone hands the head: pooled features (batch, features) of a
+        ResNet, the final tokens (batch, tokens, embed) of a ViT (see ``image_tokens``)."""
+        if self.image_encoder.architecture == "vit":
+            return self.image_encoder.tokens(images, positioned=self.image_tokens == "all")
+        return self.image_encoder(images)
+
+    def image_head_input_size(self) -> int:
+        """Numbers per image in ``image_head_input``'s output (what a cache of it costs)."""
+        encoder = self.image_encoder
+        if encoder.architecture == "vit":
+            patches = (encoder.crop // encoder.backbone.config.patch_size) ** 2
+            return (patches + (self.image_tokens == "all")) * encoder.feature_dim
+        return encoder.feature_dim
+
     def image_embedding(self, images: torch.Tensor | None = None, features: torch.Tensor | None = None):
-        """Unnormalised embeddings from cutouts in nanomaggies, or from the backbone's pooled features."""
+        """Unnormalised embeddings from cutouts in nanomaggies, or from ``image_head_input``'s output."""
         if features is None:
-            features = self.image_encoder(images)
+            features = self.image_head_input(images)
         return self.image_head(features)
 
     def spectrum_hidden(self, spectrum: torch.Tensor, ivar: torch.Tensor) -> torch.Tensor:
@@ -112,6 +157,8 @@ def save_astroclip(model: AstroCLIP, path: str | Path, settings: dict) -> None:
         "n_heads": model.spectrum_head.attention.num_heads,
         "settings": settings,
     }
+    if model.image_encoder.architecture == "vit":
+        payload |= {"image_head": model.image_head.state_dict(), "image_tokens": model.image_tokens}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -128,6 +175,11 @@ def load_astroclip(path: str | Path, map_location: str | torch.device = "cpu") -
         spectrum_encoder,
         payload["embed_dim"],
         payload["n_heads"],
+        payload.get("image_tokens", "all"),
     )
     model.spectrum_head.load_state_dict(payload["spectrum_head"])
+    if model.image_encoder.architecture == "vit":
+        if "image_head" not in payload:
+            raise KeyError(f"{path}: a ViT image encoder but no 'image_head'; expected the output of the align rule")
+        model.image_head.load_state_dict(payload["image_head"])
     return model.eval()

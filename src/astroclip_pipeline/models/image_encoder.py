@@ -85,9 +85,20 @@ class ViTImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.preprocess(images))
 
-    def tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """All normalised final tokens (batch, 1 + patches, embed), CLS first."""
-        return self.backbone.forward_tokens(self.preprocess(images))
+    def tokens(self, images: torch.Tensor, positioned: bool = True) -> torch.Tensor:
+        """All normalised final tokens (batch, 1 + patches, embed), CLS first; or with
+        ``positioned=False`` the patch tokens computed without CLS and positions (the official
+        AstroCLIP v2 image head's input, ``VisionTransformer.forward_unpositioned_patches``)."""
+        x = self.preprocess(images)
+        return self.backbone.forward_tokens(x) if positioned else self.backbone.forward_unpositioned_patches(x)
+
+
+def untrained_like(encoder: ImageEncoder | ViTImageEncoder) -> ImageEncoder | ViTImageEncoder:
+    """A freshly initialised network of the same architecture, sizes and preprocessing (a baseline
+    of what the architecture gives with random weights; seed torch's generator first)."""
+    if encoder.architecture == "vit":
+        return ViTImageEncoder(encoder.backbone.config, encoder.crop).eval()
+    return ImageEncoder(encoder.backbone.config, encoder.crop, encoder.head_dims).eval()
 
 
 def image_encoder_payload(encoder: ImageEncoder | ViTImageEncoder, source: str) -> dict:
@@ -139,8 +150,9 @@ def load_image_encoder(
     return image_encoder_from_payload(torch.load(path, map_location=map_location, weights_only=True), path)
 
 
-def _read_checkpoint(path: str | Path) -> dict:
-    """The tensors of a checkpoint file: a Lightning checkpoint's ``state_dict``, or a bare state dict."""
+def read_state_dict(path: str | Path, key: str = "state_dict") -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file: the state dict under ``key`` (a Lightning checkpoint's
+    ``state_dict``, AstroDINO's ``teacher``), or a bare state dict."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -148,10 +160,26 @@ def _read_checkpoint(path: str | Path) -> dict:
         # Stein et al.'s), which the safe loader refuses. The user named this file in the config.
         log.warning("%s holds more than tensors; loading it with the full unpickler", path)
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    state = payload.get(key, payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors (or a checkpoint with 'state_dict')")
+        raise ValueError(f"{path}: expected a state dict of tensors (or a checkpoint with {key!r})")
     return state
+
+
+def require_same_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str) -> None:
+    """Stop with the lists of missing, unexpected and mis-shaped keys unless ``state`` fits ``expected``
+    exactly: a partially loaded network would silently give meaningless features."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise ValueError(
+            f"{what}.\n"
+            f"  missing keys ({len(missing)}): {missing}\n"
+            f"  unexpected keys ({len(unexpected)}): {unexpected}\n"
+            f"  wrong shapes ({len(wrong_shape)}): "
+            + ", ".join(f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong_shape)
+        )
 
 
 def published_to_backbone(state: dict[str, torch.Tensor], prefix: str = QUERY_PREFIX) -> dict[str, torch.Tensor]:
@@ -168,24 +196,14 @@ def import_published(
     nothing else may be under ``encoder_q.``: a mismatch stops with the lists of keys, since a
     partially loaded network would silently give meaningless features.
     """
-    state = published_to_backbone(_read_checkpoint(checkpoint))
+    state = published_to_backbone(read_state_dict(checkpoint))
     if not state:
         raise KeyError(f"{checkpoint}: no keys start with {QUERY_PREFIX!r}; expected a MoCo v2 checkpoint")
     config = ResNetConfig.preset(preset)
     head = (config.feature_dim, projection_dim)
     encoder = ImageEncoder(config, crop, head)
-    expected = encoder.backbone.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong_shape:
-        raise ValueError(
-            f"{checkpoint}: does not match the {preset!r} ResNet with a {head} head.\n"
-            f"  missing keys ({len(missing)}): {missing}\n"
-            f"  unexpected keys ({len(unexpected)}): {unexpected}\n"
-            f"  wrong shapes ({len(wrong_shape)}): "
-            + ", ".join(f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong_shape)
-        )
+    what = f"{checkpoint}: does not match the {preset!r} ResNet with a {head} head"
+    require_same_keys(state, encoder.backbone.state_dict(), what)
     encoder.backbone.load_state_dict(state)
     save_image_encoder(encoder, output, source=f"published weights {checkpoint}")
     return encoder.eval()
@@ -201,3 +219,15 @@ def encode_images(encoder: ImageEncoder | ViTImageEncoder, images, batch_size: i
         for start in range(0, len(images), batch_size)
     ]
     return torch.cat(chunks) if chunks else torch.zeros(0, encoder.feature_dim)
+
+
+def import_weights(checkpoint: str | Path, output: str | Path, model: dict) -> ImageEncoder | ViTImageEncoder:
+    """Published weights for the ``image_encoder:`` config block ``model``: Stein et al.'s MoCo v2
+    ResNet-50 (``architecture: resnet``) or AstroDINO's ViT (``vit``, ``models/astrodino.py``)."""
+    if model.get("architecture", "resnet") == "vit":
+        # imported here: astrodino builds on this module's file format
+        from .astrodino import import_astrodino
+        from .vit import vit_config_of
+
+        return import_astrodino(checkpoint, output, vit_config_of(model))
+    return import_published(checkpoint, output, preset=model["preset"], crop=model["crop"])

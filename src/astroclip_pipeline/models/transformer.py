@@ -81,7 +81,8 @@ class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(LN(x)), then x + MLP(LN(x)).
 
     ``layerscale`` (an initial value) and ``drop_path`` (a probability) are off by default; when
-    off they add no parameters, so state dicts without them still load.
+    off they add no parameters, so state dicts without them still load. ``norm_eps``: the
+    LayerNorms' epsilon (PyTorch's 1e-5; DINOv2's ViTs use 1e-6, and published weights expect it).
     """
 
     def __init__(
@@ -92,13 +93,14 @@ class Block(nn.Module):
         mlp_ratio: float = 4.0,
         layerscale: float | None = None,
         drop_path: float = 0.0,
+        norm_eps: float = 1e-5,
     ):
         super().__init__()
         hidden = int(embed_dim * mlp_ratio)
-        self.ln_attn = nn.LayerNorm(embed_dim)
+        self.ln_attn = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.attn = SelfAttention(embed_dim, n_heads, dropout)
         self.ls_attn = LayerScale(embed_dim, layerscale) if layerscale else nn.Identity()
-        self.ln_mlp = nn.LayerNorm(embed_dim)
+        self.ln_mlp = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.mlp = nn.Sequential(
             nn.Linear(embed_dim, hidden),
             nn.GELU(),

@@ -26,6 +26,9 @@ from torch import nn
 
 from .transformer import Block
 
+#: DINOv2's LayerNorm epsilon (``partial(nn.LayerNorm, eps=1e-6)``), which its weights were trained with.
+NORM_EPS = 1e-6
+
 
 @dataclass(frozen=True)
 class ViTConfig:
@@ -60,6 +63,13 @@ class ViTConfig:
         return self.image_size // self.patch_size
 
 
+def vit_config_of(block: dict) -> ViTConfig:
+    """The ``image_encoder:`` config block -> the ViT's config: the preset, made for ``crop``-pixel
+    crops, with the sizes of ``vit:`` (patch_size, embed_dim, depth, n_heads, drop_path) where given."""
+    sizes = {key: value for key, value in (block.get("vit") or {}).items() if value is not None}
+    return ViTConfig.preset(block["preset"], image_size=int(block["crop"]), **sizes)
+
+
 class PatchEmbedding(nn.Module):
     """(batch, channels, H, W) -> (batch, H/p * W/p, embed): one linear map per p x p patch, row by row."""
 
@@ -92,10 +102,11 @@ class VisionTransformer(nn.Module):
                 mlp_ratio=config.mlp_ratio,
                 layerscale=config.layerscale,
                 drop_path=config.drop_path,
+                norm_eps=NORM_EPS,
             )
             for _ in range(config.depth)
         )
-        self.norm = nn.LayerNorm(config.embed_dim)
+        self.norm = nn.LayerNorm(config.embed_dim, eps=NORM_EPS)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -144,6 +155,15 @@ class VisionTransformer(nn.Module):
     def forward_tokens(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised final tokens (batch, 1 + patches, embed): CLS at 0, then patches row by row."""
         x = self.embed(images, masks)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward_unpositioned_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised patch tokens (batch, patches, embed) of ``patch_embed -> blocks -> norm``: no
+        CLS token, no positions. AstroCLIP v2's official image head reads these (its ``ImageHead``
+        calls the modules one by one); kept to reproduce it, see ``models/astroclip.py``."""
+        x = self.patch_embed(images)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)

@@ -4,9 +4,9 @@ Both backbones are frozen (unless the config unfreezes parts of them), so their 
 recomputed every epoch:
 
 - Images are augmented only by the eight exact rotations/flips of the pixel grid (unless noise or
-  blur is switched on). The pooled ResNet features of all eight orientations of every cutout are
-  computed once, and each epoch draws one of them per galaxy: the same augmentation, at the cost
-  of a lookup.
+  blur is switched on). What the frozen image backbone hands the head (the pooled ResNet features,
+  or the ViT's final tokens) is computed once for all eight orientations of every cutout, and each
+  epoch draws one of them per galaxy: the same augmentation, at the cost of a lookup.
 - Spectra are not augmented, so the transformer's hidden states are computed once too, when they
   fit the memory budget (``cache_memory_gib``): at laptop scale they do; at paper scale (778
   tokens x 768 x 2 bytes = 1.2 MB a spectrum) they do not, and the frozen transformer runs inside
@@ -62,6 +62,7 @@ class AlignSettings:
     learnable_logit_scale: bool = False
     embed_dim: int = 128
     n_heads: int = 4
+    image_tokens: str = "all"
     image_trainable: tuple[str, ...] = field(default_factory=tuple)
     spectrum_trainable: tuple[str, ...] = field(default_factory=tuple)
     noise: bool = False
@@ -113,16 +114,17 @@ def _device() -> torch.device:
 
 @torch.no_grad()
 def cache_image_features(model: AstroCLIP, path: str | Path, batch_size: int = 256) -> torch.Tensor:
-    """Pooled backbone features of every cutout in all eight orientations: (n, 8, feature_dim)."""
+    """The image head's input for every cutout in all eight orientations: (n, 8, ...) (pooled
+    ResNet features, or the ViT's tokens)."""
     device = _device()
-    encoder = model.image_encoder.to(device).eval()
+    model.image_encoder.to(device).eval()
     rows = DataLoader(GalaxyDataset(path, fields=("image",), columns=()), batch_size=batch_size)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     chunks = []
     for batch in tqdm(rows, desc=f"image features of {Path(path).name} (8 orientations)", unit="batch"):
         images = batch["image"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            features = [encoder(dihedral(images, o)) for o in range(N_ORIENTATIONS)]
+            features = [model.image_head_input(dihedral(images, o)) for o in range(N_ORIENTATIONS)]
         chunks.append(torch.stack(features, dim=1).to("cpu", dtype))
     return torch.cat(chunks)
 
@@ -145,7 +147,7 @@ def cache_spectrum_hidden(model: AstroCLIP, path: str | Path, batch_size: int = 
 def cache_sizes(model: AstroCLIP, n_rows: int, n_pixels: int) -> tuple[float, float]:
     """Bytes that the image-feature and the hidden-state caches of ``n_rows`` galaxies would take."""
     itemsize = 2 if torch.cuda.is_available() else 4
-    image = n_rows * N_ORIENTATIONS * model.image_encoder.feature_dim * itemsize
+    image = n_rows * N_ORIENTATIONS * model.image_head_input_size() * itemsize
     spectrum = n_rows * n_tokens(n_pixels) * model.spectrum_encoder.config.embed_dim * itemsize
     return image, spectrum
 
@@ -156,7 +158,9 @@ class AlignmentModule(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.settings = s = AlignSettings.from_config(settings)
-        set_trainable(model.image_encoder.backbone, ("fc", *s.image_trainable), "align.image_trainable")
+        # a ResNet's head is its dense layers (``fc``); a ViT's is a module of its own, always trained
+        head = ("fc",) if model.image_encoder.architecture == "resnet" else ()
+        set_trainable(model.image_encoder.backbone, (*head, *s.image_trainable), "align.image_trainable")
         set_trainable(model.spectrum_encoder, s.spectrum_trainable, "align.spectrum_trainable")
         scale = torch.tensor(float(s.logit_scale)).log()
         if s.learnable_logit_scale:
@@ -188,7 +192,7 @@ class AlignmentModule(L.LightningModule):
             return self.model.image_embedding(features=features[index, orientation].float())
         images = self._augment(batch["image"]) if training else batch["image"]
         with torch.set_grad_enabled(training and bool(self.settings.image_trainable)):
-            features = self.model.image_encoder(images)
+            features = self.model.image_head_input(images)
         return self.model.image_embedding(features=features)
 
     def _spectrum_embedding(self, batch: dict, training: bool) -> torch.Tensor:
@@ -237,8 +241,9 @@ class AlignmentModule(L.LightningModule):
 
 def build_model(spectrum_encoder_path: str | Path, image_encoder_path: str | Path, s: AlignSettings) -> AstroCLIP:
     return AstroCLIP(
-        load_image_encoder(image_encoder_path), load_encoder(spectrum_encoder_path), s.embed_dim, s.n_heads
-    )
+        load_image_encoder(image_encoder_path), load_encoder(spectrum_encoder_path), s.embed_dim, s.n_heads,
+        s.image_tokens,
+    )  # fmt: skip
 
 
 def frozen_feature_caches(

@@ -49,19 +49,11 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from ..data.augmentations import AugmentationSpec, random_blur, random_crop_flip, random_noise, random_reddening
-from ..data.galaxy_dataset import GalaxyDataset
 from ..models.image_encoder import ViTImageEncoder, save_image_encoder
 from ..models.image_preprocessing import viewer_rgb
-from ..models.vit import VisionTransformer, ViTConfig
-from .loop import (
-    fit,
-    input_fingerprint,
-    prepare_run_dir,
-    settings_from_config,
-    split_loader,
-    warmup_cosine,
-    write_metrics,
-)
+from ..models.vit import VisionTransformer, ViTConfig, vit_config_of
+from .image_pretraining import image_loaders
+from .loop import fit, input_fingerprint, prepare_run_dir, settings_from_config, warmup_cosine, write_metrics
 
 
 @dataclass(frozen=True)
@@ -364,20 +356,31 @@ class DinoPretraining(L.LightningModule):
 
     @torch.no_grad()
     def _update_center(self, center: torch.Tensor, logits: torch.Tensor) -> None:
-        """centre <- m centre + (1 - m) mean of the teacher's logits over every rank's rows."""
+        """centre <- m centre + (1 - m) mean of the teacher's logits over every rank's rows (an
+        all-reduce of their sums and counts, so ranks with different numbers of rows weigh right)."""
         total = self.trainer.strategy.reduce(logits.float().sum(dim=0, keepdim=True), reduce_op="sum")
         count = self.trainer.strategy.reduce(logits.new_tensor(float(len(logits))), reduce_op="sum")
+        if count.item() == 0:  # no masked patch on any rank: nothing to average (same on every rank)
+            return
         m = self.settings.center_momentum
-        center.mul_(m).add_(total / count.clamp_min(1.0), alpha=1.0 - m)
+        center.mul_(m).add_(total / count, alpha=1.0 - m)
 
-    def losses(self, images: torch.Tensor, generator: torch.Generator | None = None, update_centers: bool = False):
+    def losses(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        update_centers: bool = False,
+        temperature: float | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The losses of one batch of cutouts (nanomaggies): ``dino``, ``ibot``, ``koleo`` and their
+        weighted sum ``loss``. ``temperature`` is the teacher's (default: its schedule's now)."""
         s = self.settings
         global_views, local_views = self.crops(images, generator)
         n_views, batch = global_views.shape[:2]
         flat = global_views.flatten(0, 1)
         grid = self.student.config.grid
         masks = block_masks(len(flat), grid, s.mask_probability, s.mask_ratio, generator).to(flat.device)
-        temperature = self.teacher_temp_now()
+        temperature = self.teacher_temp_now() if temperature is None else temperature
 
         with torch.no_grad():
             teacher_tokens = self.teacher.forward_tokens(flat)
@@ -434,10 +437,13 @@ class DinoPretraining(L.LightningModule):
         for group in self.optimizers().optimizer.param_groups:
             group["weight_decay"] = weight_decay * group["wd_mult"]
 
-    @torch.no_grad()
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        """teacher <- m teacher + (1 - m) student, after the optimiser step, with this step's m."""
-        m = self.momentum_now(self.global_step - 1)  # global_step counts the step just taken
+        """After the optimiser step, the teacher follows with this step's momentum."""
+        self.update_teacher(self.momentum_now(self.global_step - 1))  # global_step counts the step just taken
+
+    @torch.no_grad()
+    def update_teacher(self, m: float) -> None:
+        """teacher <- m teacher + (1 - m) student, backbone and head."""
         pairs = [(self.teacher, self.student), (self.teacher_head, self.head)]
         for teacher, student in pairs:
             teacher_params = list(teacher.parameters())
@@ -479,12 +485,6 @@ class DinoPretraining(L.LightningModule):
         return encoder.eval()
 
 
-def vit_config_of(block: dict) -> ViTConfig:
-    """The ``image_encoder:`` config block -> the ViT's config: the preset, made for ``crop``-pixel
-    crops, with the sizes of ``vit:`` (embed_dim, depth, n_heads, patch_size) where given."""
-    return ViTConfig.preset(block["preset"], image_size=int(block["crop"]), **(block.get("vit") or {}))
-
-
 def pretrain_dino(
     train_path: str | Path,
     val_path: str | Path,
@@ -505,14 +505,7 @@ def pretrain_dino(
         run_dir,
         {"model": asdict(config), "settings": asdict(s), "inputs": input_fingerprint([train_path, val_path])},
     )
-    train = split_loader(GalaxyDataset(train_path, fields=("image",), columns=()), s.batch_size, True, s.num_workers)
-    val = split_loader(GalaxyDataset(val_path, fields=("image",), columns=()), s.batch_size, False, s.num_workers)
-    size = train.dataset[0]["image"].shape[-1]
-    if config.image_size > size:
-        raise ValueError(
-            f"config key 'image_encoder.crop': {config.image_size} is larger than the "
-            f"{size}-pixel cutouts of {train_path}"
-        )
+    train, val = image_loaders(train_path, val_path, s.batch_size, s.num_workers, config.image_size)
     if len(train.dataset) < s.batch_size:
         raise ValueError(
             f"config key 'pretrain_dino.batch_size': {s.batch_size} is more than the {len(train.dataset)} "

@@ -168,6 +168,18 @@ def model_config_of(block: dict) -> tuple[dict, int]:
     return config, int(block["crop"])
 
 
+def image_loaders(train_path, val_path, batch_size: int, num_workers: int, crop: int) -> tuple:
+    """Training and validation loaders of the cutouts alone, after checking that they hold ``crop``."""
+    train = split_loader(GalaxyDataset(train_path, fields=("image",), columns=()), batch_size, True, num_workers)
+    val = split_loader(GalaxyDataset(val_path, fields=("image",), columns=()), batch_size, False, num_workers)
+    size = train.dataset[0]["image"].shape[-1]
+    if crop > size:
+        raise ValueError(
+            f"config key 'image_encoder.crop': {crop} is larger than the {size}-pixel cutouts of {train_path}"
+        )
+    return train, val
+
+
 def pretrain_images(
     train_path: str | Path,
     val_path: str | Path,
@@ -193,13 +205,7 @@ def pretrain_images(
             "inputs": input_fingerprint([train_path, val_path]),
         },
     )
-    train = split_loader(GalaxyDataset(train_path, fields=("image",), columns=()), s.batch_size, True, s.num_workers)
-    val = split_loader(GalaxyDataset(val_path, fields=("image",), columns=()), s.batch_size, False, s.num_workers)
-    size = train.dataset[0]["image"].shape[-1]
-    if crop > size:
-        raise ValueError(
-            f"config key 'image_encoder.crop': {crop} is larger than the {size}-pixel cutouts of {train_path}"
-        )
+    train, val = image_loaders(train_path, val_path, s.batch_size, s.num_workers, crop)
     if s.queue_size >= len(train.dataset):
         raise ValueError(
             f"config key 'pretrain_images.queue_size': {s.queue_size} is not smaller than the "

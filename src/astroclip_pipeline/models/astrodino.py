@@ -1,0 +1,73 @@
+"""The published AstroDINO weights (AstroCLIP v2's image encoder) mapped onto our ViT (``vit.py``).
+
+The checkpoint (Hugging Face ``polymathic-ai/astrodino``, astrodino.ckpt, 1.31 GB) is a dict
+``{"teacher": state_dict}``: DINOv2 evaluates and publishes the teacher. Its keys are DINOv2's
+(facebookresearch/dinov2, ``models/vision_transformer.py`` and ``layers/block.py``):
+
+- ``backbone.`` + the ViT's: ``patch_embed.proj.{weight,bias}``, ``cls_token`` (1, 1, d),
+  ``pos_embed`` (1, 1 + patches, d), ``mask_token`` (1, d), ``norm.{weight,bias}``, and the blocks
+  in chunks (``block_chunks: 4``, for FSDP): ``blocks.{chunk}.{i}.*`` where ``i`` is the block's
+  index in the whole stack (a chunk pads its front with parameter-free ``nn.Identity``), each with
+  ``norm1``, ``attn.qkv``, ``attn.proj``, ``ls1.gamma``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``,
+  ``ls2.gamma``;
+- ``dino_head.*`` (and ``ibot_head.*`` when separate): the pretraining heads, not needed here.
+
+``astrodino_to_vit`` keeps ``backbone.``, drops the prefix, removes the chunk index and renames the
+block parts to ours; ``import_astrodino`` loads the result into a ViT only when every key and
+shape fits, and otherwise stops with the lists of missing, unexpected and mis-shaped keys.
+"""
+
+import re
+from pathlib import Path
+
+import torch
+
+from .image_encoder import ViTImageEncoder, read_state_dict, require_same_keys, save_image_encoder
+from .vit import ViTConfig
+
+BACKBONE_PREFIX = "backbone."
+#: DINOv2's block part -> ours (``transformer.Block``).
+BLOCK_PARTS = {
+    "norm1": "ln_attn",
+    "attn.qkv": "attn.qkv",
+    "attn.proj": "attn.proj",
+    "ls1": "ls_attn",
+    "norm2": "ln_mlp",
+    "mlp.fc1": "mlp.0",
+    "mlp.fc2": "mlp.2",
+    "ls2": "ls_mlp",
+}
+_CHUNKED_BLOCK = re.compile(r"^blocks\.(?:\d+\.)?(\d+)\.(.+)\.(weight|bias|gamma)$")
+
+
+def astrodino_to_vit(teacher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """AstroDINO's teacher state dict -> keys of ``VisionTransformer``; keys it cannot map are
+    kept as they are (without the prefix), so that the check reports them as unexpected."""
+    state = {}
+    for key, value in teacher.items():
+        if not key.startswith(BACKBONE_PREFIX):
+            continue  # the DINO/iBOT heads
+        name = key.removeprefix(BACKBONE_PREFIX)
+        block = _CHUNKED_BLOCK.match(name)
+        if block and block.group(2) in BLOCK_PARTS:
+            index, part, kind = block.groups()
+            name = f"blocks.{index}.{BLOCK_PARTS[part]}.{kind}"
+        state[name] = value
+    return state
+
+
+def import_astrodino(checkpoint: str | Path, output: str | Path, config: ViTConfig) -> ViTImageEncoder:
+    """Load AstroDINO's teacher backbone into a ViT of ``config`` (the paper preset, crop 144) and
+    write it as an image-encoder file; its features are the normalised CLS token, as AstroDINO's."""
+    state = astrodino_to_vit(read_state_dict(checkpoint, key="teacher"))
+    if not state:
+        raise KeyError(f"{checkpoint}: no keys start with {BACKBONE_PREFIX!r} under 'teacher'; expected AstroDINO's")
+    encoder = ViTImageEncoder(config, config.image_size)
+    what = (
+        f"{checkpoint}: does not match a ViT of width {config.embed_dim}, depth {config.depth}, "
+        f"{config.patch_size}-pixel patches on {config.image_size}-pixel crops"
+    )
+    require_same_keys(state, encoder.backbone.state_dict(), what)
+    encoder.backbone.load_state_dict(state)
+    save_image_encoder(encoder, output, source=f"published AstroDINO weights {checkpoint}")
+    return encoder.eval()
