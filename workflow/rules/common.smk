@@ -27,9 +27,7 @@ def image_encoder_params():
     editing the ViT's sizes does not rerun the ResNet's pretraining and the reverse."""
     other = "vit" if IMAGE_ARCHITECTURE == "resnet" else "width"
     return {
-        key: value
-        for key, value in config["image_encoder"].items()
-        if key not in ("architecture", other)
+        key: value for key, value in config["image_encoder"].items() if key != other
     }
 
 
