@@ -5,6 +5,12 @@
 pixel), ``wavelength`` (n_wave,) in Å, ``TARGETID`` and every catalogue column as PROVABGS spells
 it. Physical units are kept: normalisation belongs to each model's preprocessing.
 
+This stage is the last line of defence against values that are not measurements: a spectrum
+pixel with ivar > 0 whose flux or ivar is not finite, or a non-finite image pixel, stops the build
+with :class:`NonFiniteValueError` naming the shard, the TARGETID and the pixel (the sources flag
+such pixels before they write a shard, so this means a shard written some other way). A
+non-finite flux with ivar 0 carries no weight and is written as 0.
+
 Shards are processed one at a time and appended, so memory stays at one shard whatever the
 survey's size. Rows are chunked one per chunk, for fast random reads by the training loaders.
 """
@@ -23,6 +29,28 @@ from ..sources.desi import FLUX_UNIT
 from ..sources.shards import read_cutout_shard, read_missing, read_spectra_shard
 from .cuts import apply_cuts
 from .split import SPLITS, assign_split
+
+
+class NonFiniteValueError(ValueError):
+    """A dataset row would hold a non-finite value where it carries weight."""
+
+
+def _finite_rows(shard_path, targetid: np.ndarray, spectrum: np.ndarray, ivar: np.ndarray, image: np.ndarray):
+    """(spectrum, ivar) with weightless non-finite fluxes set to 0; raise on any other non-finite value."""
+    for name, values, bad in (
+        ("ivar", ivar, ~np.isfinite(ivar)),
+        ("flux", spectrum, ~np.isfinite(spectrum) & (ivar > 0)),
+        ("image", image, ~np.isfinite(image)),
+    ):
+        if bad.any():
+            first = np.argwhere(bad)[0]
+            raise NonFiniteValueError(
+                f"{shard_path}: TARGETID {int(targetid[first[0]])} has {name} {values[tuple(first)]} at pixel "
+                f"{tuple(int(i) for i in first[1:])} ({int(bad.sum())} such value(s) in this shard); every value "
+                "with weight must be finite (see desi.flag_invalid_pixels)"
+            )
+    return np.where(np.isfinite(spectrum), spectrum, 0.0).astype(np.float32), ivar
+
 
 #: Bookkeeping columns of targets.parquet that do not belong in the dataset.
 _NOT_COPIED = ("SHARD",)
@@ -110,12 +138,15 @@ def build_dataset(
                 if not chosen.any():
                     continue
                 ivar = np.where(spectra.mask[spectrum_row[chosen]] == 0, spectra.ivar[spectrum_row[chosen]], 0.0)
-                writers[name].append(
-                    cutouts.image[cutout_row[chosen]],
+                image = cutouts.image[cutout_row[chosen]]
+                spectrum, ivar = _finite_rows(
+                    f"{spectra_path} / {cutout_path}",
+                    rows.TARGETID.to_numpy()[chosen],
                     spectra.flux[spectrum_row[chosen]],
                     ivar.astype(np.float32),
-                    rows.loc[chosen, catalogue_columns],
+                    image,
                 )
+                writers[name].append(image, spectrum, ivar, rows.loc[chosen, catalogue_columns])
                 per_split[name] += int(chosen.sum())
         if wavelength is None:
             raise ValueError("no spectra shards given")

@@ -10,7 +10,9 @@ mask and no wavelengths. Converting it to the raw-shard contract of :mod:`shards
 - the wavelength grid is the DESI grid of :mod:`desi` (7781 pixels is only that grid);
 - the file has no noise estimate, so every pixel gets ``ivar = 1`` and ``mask = 0``: equal
   weights, which is what AstroCLIP's own training did with this file. The shard says so in its
-  ``ivar_note`` attribute, and nothing downstream may read these ivars as a noise level;
+  ``ivar_note`` attribute, and nothing downstream may read these ivars as a noise level. A
+  non-finite flux is no measurement, as in every source (``desi.flag_invalid_pixels``): ivar 0
+  and a mask bit; a spectrum with no finite flux at all is missing (``no_valid_pixel``);
 - the redshift becomes ``Z_HP``; PROVABGS, cross-matched by TARGETID, gives RA, DEC, magnitudes
   and LOGMSTAR. Targets without a PROVABGS row are not selected (the dataset's cuts need
   LOGMSTAR > 0). A TARGETID that appears more than once keeps its first row.
@@ -32,7 +34,14 @@ from .desi import N_PIXELS, wavelength_grid
 from .desi_edr import assign_shards, shard_targets
 from .legacysurvey import NON_FINITE, OUT_OF_FOOTPRINT
 from .provabgs import crossmatch_provabgs, read_provabgs
-from .shards import MISSING_COLUMNS, CutoutShard, SpectraShard, write_cutout_shard, write_missing, write_spectra_shard
+from .shards import (
+    MISSING_COLUMNS,
+    CutoutShard,
+    SpectraShard,
+    write_cutout_shard,
+    write_missing,
+    write_spectra_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,19 +185,14 @@ def convert_spectra_shard(
     rows = shard_targets(targets_path, shard)
     with h5py.File(path, "r") as h5:
         flux = _read_rows(h5, rows, "spectra")[..., 0].astype(np.float32)
-    finite = np.isfinite(flux).all(axis=1)
-    missing = pd.DataFrame({"TARGETID": rows.TARGETID[~finite], "reason": NON_FINITE}, columns=MISSING_COLUMNS)
-    flux = flux[finite]
     shard_data = SpectraShard(
-        rows.TARGETID.to_numpy(np.int64)[finite],
-        wavelength_grid(),
-        flux,
-        np.ones_like(flux),
-        np.zeros(flux.shape, np.uint32),
+        rows.TARGETID.to_numpy(np.int64), wavelength_grid(), flux, np.ones_like(flux), np.zeros(flux.shape, np.uint32)
     )
-    write_missing(missing_path, missing)
-    write_spectra_shard(spectra_path, shard_data, SOURCE_NAME, attrs={"ivar_note": IVAR_NOTE})
-    log.info("%s: %d spectra, %d non-finite", spectra_path, int(finite.sum()), int((~finite).sum()))
+    missing = write_spectra_files(
+        spectra_path, missing_path, shard_data, pd.DataFrame(columns=MISSING_COLUMNS), SOURCE_NAME,
+        attrs={"ivar_note": IVAR_NOTE},
+    )  # fmt: skip
+    log.info("%s: %d spectra, %d without a finite flux", spectra_path, len(rows) - len(missing), len(missing))
 
 
 def convert_cutouts_shard(

@@ -18,6 +18,12 @@ py/desispec/coaddition.py; reproduced by :func:`combine_arms` and tested on a re
 - the mask is the bitwise OR of the arms' masks, reset to 0 wherever the masked ivar is > 0;
 - where the ivar is still 0, flux is the (zero) weighted sum, never a division by zero.
 
+One step is added before the join, which desispec does not take: each arm's pixels pass
+:func:`desi.flag_invalid_pixels`, so that a NaN flux or an infinite or negative ivar gets ivar 0
+and a pipeline mask bit. desispec would carry such a value into every sum it enters (0 * NaN is
+NaN), losing the other arm's good value in the overlaps; here only valid arms contribute there.
+On valid inputs the result is desispec's (tested against ``coadd_cameras`` on a real coadd).
+
 desispec also skips fibres whose per-arm FIBERSTATUS is bad and can clip cosmics
 (``cosmics_nsig``, 0 by default for camera coadds); a healpix coadd is already coadded over
 exposures, and targets with COADD_FIBERSTATUS != 0 are removed by :func:`select_galaxy_spectra`
@@ -36,9 +42,9 @@ import pandas as pd
 from astropy.io import fits
 from astropy.table import Table
 
-from .desi import N_PIXELS, wavelength_grid
+from .desi import N_PIXELS, flag_invalid_pixels, wavelength_grid
 from .http import user_agent
-from .shards import MISSING_COLUMNS, SpectraShard, write_missing, write_spectra_shard
+from .shards import MISSING_COLUMNS, SpectraShard, write_spectra_files
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +203,8 @@ def combine_arms(
     """Join per-arm (n, n_pix_arm) spectra into (wave, flux, ivar, mask) as desispec's coadd_cameras.
 
     See the module docstring for the rules. Arms are taken in order of increasing mean
-    wavelength; flux and ivar come back float32, mask uint32.
+    wavelength; flux and ivar come back float32, mask uint32 (the survey's bits and those of
+    :func:`desi.flag_invalid_pixels`).
     """
     arms = sorted(waves, key=lambda arm: float(np.mean(waves[arm])))
     wave = np.asarray(waves[arms[0]], dtype=np.float64)
@@ -211,10 +218,13 @@ def combine_arms(
     mask = np.zeros((n, len(wave)), np.int64)
     for arm in arms:
         where = _indices_on(wave, waves[arm], arm)
-        flux, ivar = np.asarray(fluxes[arm], np.float64), np.asarray(ivars[arm], np.float64)
-        if flux.shape != (n, len(where)) or ivar.shape != flux.shape:
-            raise ValueError(f"arm {arm}: flux {flux.shape} and ivar {ivar.shape}, expected {(n, len(where))}")
-        arm_mask = np.zeros(flux.shape, np.int64) if masks is None else np.asarray(masks[arm], np.int64)
+        shapes = {name: np.shape(arrays[arm]) for name, arrays in (("flux", fluxes), ("ivar", ivars))}
+        if masks is not None:
+            shapes["mask"] = np.shape(masks[arm])
+        if set(shapes.values()) != {(n, len(where))}:
+            raise ValueError(f"arm {arm}: shapes {shapes}, expected {(n, len(where))}")
+        flux, ivar, arm_mask = flag_invalid_pixels(fluxes[arm], ivars[arm], None if masks is None else masks[arm])
+        flux, ivar, arm_mask = flux.astype(np.float64), ivar.astype(np.float64), arm_mask.astype(np.int64)
         ivar_masked = ivar * (arm_mask == 0)
         ivar_sum[:, where] += ivar_masked
         flux_sum[:, where] += ivar_masked * flux
@@ -336,22 +346,30 @@ def write_coadd_spectra_shard(
     """Read one shard's targets from the healpix coadds under ``root`` and write its raw-shard files.
 
     ``targets`` are the shard's rows (TARGETID, SURVEY, PROGRAM, HEALPIX); the shard keeps their
-    order. Targets whose coadd file does not exist (``coadd_not_found``) or does not hold them
-    (``not_in_coadd``) are listed as missing; a file that exists but is not a coadd raises.
+    order. A target is listed as missing, and the shard goes on, when its coadd file does not
+    exist (``coadd_not_found``), does not hold it (``not_in_coadd``), holds it in more than one
+    row (``several_rows_in_coadd``), or has no valid pixel for it (``no_valid_pixel``). A file
+    that exists but is not a coadd raises: that is a broken mirror or server, not a target.
     """
     spectra: dict[int, tuple] = {}
     missing: list[tuple[int, str]] = []
     for (survey, program, healpix), ids in coadd_groups(targets).items():
         location = healpix_coadd_location(root, survey, program, healpix, specprod)
         try:
-            present = np.isin(ids, coadd_targetids(location))
+            in_file = pd.Series(coadd_targetids(location)).value_counts()
         except FileNotFoundError:
             log.warning("%s: no such coadd; its %d target(s) are listed as missing", location, len(ids))
             missing += [(int(t), f"coadd_not_found: {location}") for t in ids]
             continue
-        missing += [(int(t), f"not_in_coadd: {location}") for t in ids[~present]]
-        if present.any():
-            coadd = read_coadd(location, ids[present])
+        rows_per_target = in_file.reindex(ids, fill_value=0).to_numpy()
+        missing += [(int(t), f"not_in_coadd: {location}") for t in ids[rows_per_target == 0]]
+        missing += [
+            (int(t), f"several_rows_in_coadd: {n} rows in {location}")
+            for t, n in zip(ids[rows_per_target > 1], rows_per_target[rows_per_target > 1], strict=True)
+        ]
+        readable = ids[rows_per_target == 1]
+        if len(readable):
+            coadd = read_coadd(location, readable)
             for k, targetid in enumerate(coadd.targetid):
                 spectra[int(targetid)] = (coadd.flux[k], coadd.ivar[k], coadd.mask[k])
     kept = [int(t) for t in targets.TARGETID if int(t) in spectra]
@@ -359,5 +377,4 @@ def write_coadd_spectra_shard(
     shard = SpectraShard(np.asarray(kept, np.int64), wavelength_grid(), *stacked)
     order = {int(t): i for i, t in enumerate(targets.TARGETID)}
     missing.sort(key=lambda item: order[item[0]])
-    write_missing(missing_path, pd.DataFrame(missing, columns=MISSING_COLUMNS))
-    write_spectra_shard(spectra_path, shard, SOURCE_NAME)
+    write_spectra_files(spectra_path, missing_path, shard, pd.DataFrame(missing, columns=MISSING_COLUMNS), SOURCE_NAME)

@@ -4,11 +4,16 @@ Every source (the mock survey, the real downloads) writes exactly these files:
 
 - ``spectra/shard-{i}.h5``: ``TARGETID`` (n,), ``wavelength`` (n_wave,) in Å, ``flux`` and ``ivar``
   (n, n_wave) float32 in 1e-17 erg/s/cm²/Å (and its inverse square), ``mask`` (n, n_wave) uint32
-  with 0 for good pixels, as the survey gives them.
+  with 0 for good pixels, as the survey gives them, plus the pipeline's own bits for values that
+  are not measurements (``desi.flag_invalid_pixels``: every such pixel has ivar 0).
 - ``cutouts/shard-{i}.h5``: ``TARGETID`` (n,), ``image`` (n, n_bands, size, size) float32 in
   nanomaggies, with attributes ``bands`` and ``pixscale`` (arcsec/pixel).
 - ``{spectra,cutouts}/missing-{i}.csv``: ``TARGETID,reason`` for each target the survey could
   not deliver, so that nothing is dropped silently.
+
+Sources write spectra through :func:`write_spectra_files`, the one gate every spectrum passes:
+it flags invalid pixels and lists a target without a single valid pixel as missing
+(``no_valid_pixel``), so no source can put a NaN or an infinite ivar into a shard.
 """
 
 from dataclasses import dataclass
@@ -19,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from ..files import atomic_path
-from .desi import FLUX_UNIT
+from .desi import FLUX_UNIT, flag_invalid_pixels, has_valid_pixel
 
 MISSING_COLUMNS = ["TARGETID", "reason"]
+NO_VALID_PIXEL = "no_valid_pixel"
 
 
 @dataclass
@@ -64,6 +70,32 @@ def write_spectra_shard(path: str | Path, shard: SpectraShard, source: str, attr
         h5.attrs["source"] = source
         for key, value in (attrs or {}).items():
             h5.attrs[key] = value
+
+
+def write_spectra_files(
+    spectra_path: str | Path,
+    missing_path: str | Path,
+    shard: SpectraShard,
+    missing: pd.DataFrame,
+    source: str,
+    attrs: dict | None = None,
+) -> pd.DataFrame:
+    """Write a spectra shard and its missing list; return the missing list as written.
+
+    Every pixel goes through :func:`desi.flag_invalid_pixels`; a target left without any pixel
+    with ivar > 0 and mask 0 moves from the shard to the missing list as ``no_valid_pixel``.
+    """
+    flux, ivar, mask = flag_invalid_pixels(shard.flux, shard.ivar, shard.mask)
+    targetid = np.asarray(shard.targetid, np.int64)
+    usable = has_valid_pixel(ivar, mask) if len(flux) else np.zeros(0, bool)
+    unusable = pd.DataFrame({"TARGETID": targetid[~usable], "reason": NO_VALID_PIXEL})
+    frames = [frame for frame in (missing.reindex(columns=MISSING_COLUMNS), unusable) if len(frame)]
+    missing = pd.concat(frames) if frames else pd.DataFrame(columns=MISSING_COLUMNS)
+    missing = missing.reindex(columns=MISSING_COLUMNS).astype({"TARGETID": np.int64}).reset_index(drop=True)
+    kept = SpectraShard(targetid[usable], shard.wavelength, flux[usable], ivar[usable], mask[usable])
+    write_missing(missing_path, missing)
+    write_spectra_shard(spectra_path, kept, source, attrs)
+    return missing
 
 
 def read_spectra_shard(path: str | Path) -> SpectraShard:
