@@ -3,14 +3,20 @@
 import json
 import os
 import pickle
+import warnings
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from astropy.io import fits
+from astropy.table import Table
 
+from astroclip_pipeline.data.cuts import apply_cuts
 from astroclip_pipeline.sources.desi import wavelength_grid
+from astroclip_pipeline.sources.desi_coadd import read_redshift_catalogue, select_galaxy_spectra
 from astroclip_pipeline.sources.http import DownloadError, Fetcher, RetryPolicy
 from astroclip_pipeline.sources.provabgs import (
     ProvabgsFormatError,
@@ -206,3 +212,68 @@ def test_crossmatch_keeps_matched_targets_in_their_order():
     assert matched.RA.tolist() == [1.0, 2.0]
     with pytest.raises(pd.errors.MergeError):
         crossmatch_provabgs(targets, pd.concat([provabgs, provabgs]))
+
+
+# -- masked catalogue entries (issue 17, case c9) ---------------------------------------------------
+
+CASES = Path(__file__).parent / "data" / "cases"
+
+
+def test_masked_provabgs_entries_read_as_missing_and_the_cuts_count_them():
+    catalogue = read_provabgs(CASES / "c9_provabgs_masked.hdf5").set_index("TARGETID")
+    assert np.isnan(catalogue.loc[1002, "MAG_G"]) and catalogue.loc[1002, "MAG_R"] == pytest.approx(18.5)
+    assert np.isnan(catalogue.loc[1003, "LOGMSTAR"]) and np.isfinite(catalogue.loc[1001, "LOGMSTAR"])
+    keep, removed = apply_cuts(catalogue.reset_index())
+    assert catalogue.index[keep].tolist() == [1001]
+    assert removed == {"LOGMSTAR > 0": 1, "MAG_G > 0": 1, "MAG_R > 0": 0, "MAG_Z > 0": 0}
+
+
+def _masked_provabgs(path: Path, masks: dict) -> Path:
+    make_provabgs_hdf5(path, [1, 2, 3], seed=4)
+    table = Table.read(path, path="__astropy_table__")
+    table = Table(table, masked=True)
+    for name, mask in masks.items():
+        table[name].mask = mask
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="table path was not set")
+        table.write(path, format="hdf5", path="__astropy_table__", serialize_meta=True, overwrite=True)
+    return path
+
+
+def test_masked_samples_leave_the_median_and_masked_flags_and_ids_are_handled(tmp_path):
+    samples = np.zeros((3, 100), bool)
+    samples[0, :60] = True  # 60 of row 0's samples masked: the median of the other 40
+    path = _masked_provabgs(
+        tmp_path / "p.hdf5", {"PROVABGS_LOGMSTAR": samples, "IS_BGS_BRIGHT": [False, True, False]}
+    )
+    table = Table.read(path, path="__astropy_table__")
+    catalogue = read_provabgs(path)
+    expected = np.median(np.asarray(table["PROVABGS_LOGMSTAR"].data[0, 60:], np.float64))
+    assert catalogue.LOGMSTAR[0] == pytest.approx(expected)
+    assert catalogue.IS_BGS_BRIGHT.isna().tolist() == [False, True, False]
+    with pytest.raises(ProvabgsFormatError, match="TARGETID is masked on 1 row"):
+        read_provabgs(_masked_provabgs(tmp_path / "q.hdf5", {"TARGETID": [False, False, True]}))
+
+
+def test_null_values_of_the_redshift_catalogue_are_missing_and_never_selected(tmp_path):
+    n = 4
+    table = Table(
+        {
+            "TARGETID": np.arange(1, n + 1, dtype=np.int64),
+            "SURVEY": ["sv3"] * n, "PROGRAM": ["bright"] * n, "HEALPIX": np.full(n, 7, np.int64),
+            "TARGET_RA": np.ones(n), "TARGET_DEC": np.ones(n),
+            "Z": [0.1, np.nan, 0.3, 0.4], "ZERR": np.full(n, 1e-5),
+            "ZWARN": np.zeros(n, np.int64), "SPECTYPE": ["GALAXY"] * n,
+            "COADD_FIBERSTATUS": np.zeros(n, np.int32), "OBJTYPE": ["TGT"] * n,
+            "SV_PRIMARY": np.ones(n, bool), "ZCAT_PRIMARY": np.ones(n, bool),
+        },
+        masked=True,
+    )  # fmt: skip
+    table["ZWARN"].mask = [False, False, True, False]  # written as the FITS null value (TNULL)
+    table["ZWARN"].fill_value = -99
+    hdu = fits.table_to_hdu(table)
+    hdu.name = "ZCATALOG"
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp_path / "zcat.fits")
+    zcat = read_redshift_catalogue(tmp_path / "zcat.fits")
+    assert zcat.ZWARN.isna().tolist() == [False, False, True, False] and np.isnan(zcat.Z[1])
+    assert select_galaxy_spectra(zcat).TARGETID.tolist() == [1, 4]

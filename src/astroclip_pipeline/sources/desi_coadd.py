@@ -42,6 +42,7 @@ import pandas as pd
 from astropy.io import fits
 from astropy.table import Table
 
+from .catalogue import table_columns
 from .desi import N_PIXELS, flag_invalid_pixels, wavelength_grid
 from .http import user_agent
 from .shards import MISSING_COLUMNS, SpectraShard, write_spectra_files
@@ -271,25 +272,18 @@ ZCATALOG_COLUMNS = (
 def read_redshift_catalogue(path: str | Path, columns=ZCATALOG_COLUMNS, hdu: str = "ZCATALOG") -> pd.DataFrame:
     """Some columns of a DESI redshift catalogue HDU (``ZCATALOG``; ``REDSHIFTS`` in redrock files).
 
-    Strings are stripped, FITS big-endian numbers come back native. Columns asked for but absent
-    raise a KeyError that lists what the file has.
+    Read with astropy's ``Table.read`` (memory-mapped, so only the columns asked for are copied
+    out of the multi-GB file), which honours FITS null values: a masked entry comes back missing
+    (NaN for floats, ``pd.NA`` for integers and booleans), never as the sentinel stored under it
+    (see :mod:`catalogue`); a masked TARGETID raises. Strings are stripped, FITS big-endian
+    numbers come back native. Columns asked for but absent raise a KeyError that lists what the
+    file has.
     """
     with fits.open(path, memmap=True) as hdul:
         if hdu not in hdul:
             raise KeyError(f"{path}: no HDU {hdu}; it has {[h.name for h in hdul]}")
-        names = hdul[hdu].columns.names
-        absent = [c for c in columns if c not in names]
-        if absent:
-            raise KeyError(f"{path}[{hdu}]: no column(s) {absent}; it has {names}")
-        table = Table(hdul[hdu].data)[list(columns)]
-    frame = {}
-    for name in columns:
-        values = np.asarray(table[name])
-        if values.dtype.kind in "SU":
-            frame[name] = pd.Series(values.astype(str)).str.strip()
-        else:
-            frame[name] = values.astype(values.dtype.newbyteorder("="))
-    return pd.DataFrame(frame)
+    table = Table.read(path, hdu=hdu, memmap=True)
+    return table_columns(table, list(columns), f"{path}[{hdu}]")
 
 
 def select_galaxy_spectra(
@@ -302,20 +296,24 @@ def select_galaxy_spectra(
 
     Keeps COADD_FIBERSTATUS == 0 (no fibre problem), the primary spectrum of each target
     (``primary_column``: SV_PRIMARY as AstroCLIP's Data Lab query used, or ZCAT_PRIMARY),
-    SPECTYPE == GALAXY, ZWARN == 0 (a confident redshift) and TARGETID > 0 (negative ids are
-    unassigned fibres), optionally restricted to some surveys/programs.
+    SPECTYPE == GALAXY, ZWARN == 0 (a confident redshift), a finite Z (when the column is there)
+    and TARGETID > 0 (negative ids are unassigned fibres), optionally restricted to some
+    surveys/programs. A missing value in any of these columns fails its test.
     """
     needed = ["TARGETID", "COADD_FIBERSTATUS", primary_column, "SPECTYPE", "ZWARN"]
     absent = [c for c in needed if c not in zcat.columns]
     if absent:
         raise KeyError(f"redshift catalogue lacks column(s) {absent}; selection needs {needed}")
+    # A missing (masked) value never passes: fillna(False) on each test.
     keep = (
         (zcat.TARGETID > 0)
-        & (zcat.COADD_FIBERSTATUS == 0)
-        & zcat[primary_column].astype(bool)
+        & (zcat.COADD_FIBERSTATUS == 0).fillna(False)
+        & zcat[primary_column].fillna(False).astype(bool)
         & (zcat.SPECTYPE.astype(str).str.strip() == "GALAXY")
-        & (zcat.ZWARN == 0)
+        & (zcat.ZWARN == 0).fillna(False)
     )
+    if "Z" in zcat.columns:
+        keep &= np.isfinite(zcat.Z.to_numpy(np.float64, na_value=np.nan))
     if surveys is not None:
         keep &= zcat.SURVEY.isin(surveys)
     if programs is not None:
