@@ -172,15 +172,25 @@ SPARCL_FIELDS = {  # science name -> internal name, as /api/datafields/ maps the
     "mask": "mask",
     "wavelength": "wavelength",
     "redshift": "redshift",
+    "survey": "survey",
+    "program": "program",
+    "healpix": "healpix",
 }
 
 
-def make_sparcl_record(targetid: int, seed: int = 0, n_pixels: int = 7781) -> dict:
-    """One DESI-EDR record as the server stores it (science names; the fake maps them)."""
-    rng = np.random.default_rng([seed, targetid % (1 << 32)])
+def make_sparcl_record(
+    targetid: int, seed: int = 0, n_pixels: int = 7781, survey: str = "sv3", program: str = "bright", healpix: int = 0
+) -> dict:
+    """One DESI-EDR record as the server stores it (science names; the fake maps them). A target
+    observed in several surveys/programs has one record per (survey, program), each its own id."""
+    rng = np.random.default_rng([seed, targetid % (1 << 32), zlib.crc32(f"{survey}/{program}".encode())])
+    variant = zlib.crc32(f"{survey}/{program}/{healpix}".encode()) % 10_000
     return {
-        "sparcl_id": f"{targetid:016x}-0000-4000-8000-000000000000",
+        "sparcl_id": f"{targetid:016x}-{variant:04d}-4000-8000-000000000000",
         "specid": int(targetid),
+        "survey": survey,
+        "program": program,
+        "healpix": int(healpix),
         "data_release": "DESI-EDR",
         "flux": rng.normal(1, 0.2, n_pixels).astype(np.float32),
         "ivar": rng.uniform(0.5, 3, n_pixels).astype(np.float32),
@@ -217,8 +227,10 @@ class LoopbackServer:
 
     latency: float = 0.0
     files: dict[str, bytes] = field(default_factory=dict)
-    sparcl_records: dict[int, dict] = field(default_factory=dict)
+    sparcl_records: dict[str, dict] = field(default_factory=dict)
     sparcl_version: str = "14.2"
+    #: science name -> internal name of the DESI-EDR fields /api/datafields/ lists
+    sparcl_fields: dict[str, str] = field(default_factory=lambda: dict(SPARCL_FIELDS))
     requests: list[RequestRecord] = field(default_factory=list)
 
     def __post_init__(self):
@@ -233,7 +245,7 @@ class LoopbackServer:
 
     def add_sparcl(self, records: list[dict]) -> None:
         for record in records:
-            self.sparcl_records[int(record["specid"])] = record
+            self.sparcl_records[str(record["sparcl_id"])] = record
 
     def inject(self, route: str, *faults: Fault) -> None:
         with self._lock:
@@ -400,7 +412,7 @@ def _route(path: str) -> str:
 
 
 def _sparcl_answer(state: LoopbackServer, endpoint: str, query: dict, body: bytes):
-    internal = SPARCL_FIELDS
+    internal = state.sparcl_fields
     science = {v: k for k, v in internal.items()}
     if endpoint == "version":
         return 200, state.sparcl_version.encode(), "application/json", {}
@@ -420,13 +432,14 @@ def _sparcl_answer(state: LoopbackServer, endpoint: str, query: dict, body: byte
         specids = {int(s) for s in constraints.get(internal["specid"], [])}
         releases = set(constraints.get(internal["data_release"], ["DESI-EDR"]))
         limit = int(query.get("limit", 500))
-        found = [r for t, r in sorted(state.sparcl_records.items()) if t in specids and r["data_release"] in releases]
+        stored = [r for _, r in sorted(state.sparcl_records.items())]
+        found = [r for r in stored if r["specid"] in specids and r["data_release"] in releases]
         records = [{**{f: r[science[f]] for f in spec["outfields"]}, "_dr": r["data_release"]} for r in found[:limit]]
         return 200, json.dumps([{"status": {"success": True}}, *records]).encode(), "application/json", {}
     if endpoint == "spectras":
         wanted_ids = json.loads(body)
         include = query["include"].split(",")
-        by_uuid = {r["sparcl_id"]: r for r in state.sparcl_records.values()}
+        by_uuid = state.sparcl_records
         records = [
             {**{f: by_uuid[u][science[f]] for f in include}, "_dr": by_uuid[u]["data_release"]}
             for u in wanted_ids

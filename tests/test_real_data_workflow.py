@@ -131,7 +131,13 @@ def edr(tmp_path_factory):
             ids = galaxies.TARGETID[galaxies.HEALPIX == healpix]
             server.add_file(healpix_coadd_path("sv3", "bright", healpix), make_coadd_fits(ids, seed=healpix))
         no_sparcl = int(galaxies.TARGETID[5])
-        server.add_sparcl([make_sparcl_record(int(t)) for t in galaxies.TARGETID if t != no_sparcl])
+        server.add_sparcl(
+            [
+                make_sparcl_record(int(t), survey="sv3", program="bright", healpix=int(h))
+                for t, h in zip(galaxies.TARGETID, galaxies.HEALPIX, strict=True)
+                if t != no_sparcl
+            ]
+        )
         yield {
             "server": server,
             "galaxies": galaxies,
