@@ -157,3 +157,33 @@ def test_a_non_finite_flux_without_weight_is_written_as_zero(tiny_survey, tmp_pa
     with h5py.File(outputs["train"]) as h5:
         assert np.isfinite(h5["spectrum"][()]).all()
         assert (h5["spectrum"][:, 5] == 0).all() and (h5["ivar"][:, 5] == 0).all()
+
+
+def test_the_dataset_reads_g_r_z_by_name_from_any_band_set_and_records_coverage(tiny_survey, dataset, tmp_path):
+    from astroclip_pipeline.sources.shards import CutoutShard, read_cutout_shard, write_cutout_shard
+
+    paths = []
+    for k, path in enumerate(tiny_survey["cutouts"]):
+        cutouts = read_cutout_shard(path)
+        g, r, z = cutouts.image[:, 0], cutouts.image[:, 1], cutouts.image[:, 2]
+        i_band = np.zeros_like(g)  # no i data: a band the models do not read
+        z[:, :, : z.shape[-1] // 4] = 0  # a quarter of z empty: kept, flagged
+        shuffled = CutoutShard(cutouts.targetid, np.stack([z, g, i_band, r], axis=1), "zgir", cutouts.pixscale)
+        paths.append(tmp_path / f"dr10-{k}.h5")
+        write_cutout_shard(paths[-1], shuffled, "test")
+    outputs = {s: tmp_path / f"{s}.h5" for s in SPLITS}
+    build_dataset(
+        tiny_survey["targets"], tiny_survey["spectra"], paths, tiny_survey["missing"],
+        outputs, tmp_path / "counts.csv", FRACTIONS,
+    )  # fmt: skip
+    reference, _, _ = dataset
+    with h5py.File(outputs["train"]) as h5, h5py.File(reference["train"]) as ref:
+        expected = ref["image"][:5]
+        expected[:, 2, :, : expected.shape[-1] // 4] = 0
+        np.testing.assert_array_equal(h5["image"][:5], expected)
+        assert h5.attrs["bands"] == "grz"
+        # each band's fraction of non-zero pixels; the mock's chip-edge artefacts show as < 1
+        image = h5["image"][()]
+        for k, band in enumerate("GRZ"):
+            np.testing.assert_allclose(h5[f"COVERAGE_{band}"][()], (image[:, k] != 0).mean(axis=(1, 2)))
+        assert (h5["COVERAGE_Z"][()] <= 0.75).all() and np.median(h5["COVERAGE_G"][()]) == 1.0

@@ -1,6 +1,7 @@
 """The polite HTTP client and the cutout shard downloader against the loopback services."""
 
 import email.utils
+import io
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from astropy.io import fits
 
 from astroclip_pipeline.sources.http import (
     DownloadError,
@@ -27,10 +29,14 @@ from astroclip_pipeline.sources.legacysurvey import (
     CutoutError,
     CutoutSpec,
     IncompleteShardError,
+    MissingBandError,
+    NoImageError,
     NonFiniteCutoutError,
+    band_coverage,
     cutout_url,
     download_cutout_shard,
     is_out_of_footprint,
+    no_data_reason,
     read_cutout_fits,
 )
 from astroclip_pipeline.sources.shards import read_cutout_shard, read_missing
@@ -180,13 +186,21 @@ def test_read_cutout_fits_returns_native_float32_nanomaggies():
     assert np.array_equal(image, make_cutout(10, 1, "grz", SIZE))
 
 
+def _with_card(body: bytes, key: str, value) -> bytes:
+    with fits.open(io.BytesIO(body)) as hdul:
+        hdul[0].header[key] = value
+        out = io.BytesIO()
+        hdul.writeto(out)
+    return out.getvalue()
+
+
 @pytest.mark.parametrize(
     "body, message",
     [
         (b"<!DOCTYPE html><html>Service unavailable</html>", "HTML page"),
         (b"\x00\x01 binary junk", "not a FITS file"),
         (cutout_fits_bytes(10, 1, "grz", SIZE)[:-5000], "truncated"),
-        (cutout_fits_bytes(10, 1, "gr", SIZE), r"shape \(2, 32, 32\), expected \(3, 32, 32\)"),
+        (_with_card(cutout_fits_bytes(10, 1, "grz", SIZE), "BUNIT", "adu"), "BUNIT='adu'"),
     ],
 )
 def test_malformed_cutouts_are_rejected_with_the_reason(body, message):
@@ -398,3 +412,77 @@ def test_a_file_that_never_validates_is_reported_and_not_kept(server, tmp_path):
 def test_a_missing_big_file_is_a_final_error(server, tmp_path):
     with pytest.raises(HTTPStatusError, match="HTTP 404"):
         fetcher().download_file(f"{server.url}/files/absent.h5", tmp_path / "absent.h5", progress=False)
+
+
+# -- any valid cutout; "no data" in each of its forms; DR10 (issue 17, case c6) --------------------
+
+CASES = Path(__file__).parent / "data" / "cases"
+
+
+def test_a_valid_cutout_is_read_as_it_is_and_expectations_are_checked_only_when_asked():
+    two_bands = cutout_fits_bytes(10, 1, "gr", SIZE)
+    image = read_cutout_fits(two_bands)
+    assert image.shape == (2, SIZE, SIZE) and np.array_equal(image, make_cutout(10, 1, "gr", SIZE))
+    with pytest.raises(MissingBandError, match="no z plane; the file holds bands 'gr'"):
+        read_cutout_fits(two_bands, "grz")
+    with pytest.raises(CutoutError, match=r"image is \(32, 32\), expected \(64, 64\)"):
+        read_cutout_fits(two_bands, size=64)
+    with pytest.raises(NoImageError, match="no image"):
+        read_cutout_fits(cutout_fits_bytes(10, -67.0, "grz", SIZE))
+
+
+def test_planes_are_selected_by_their_band_cards_never_by_position():
+    body = cutout_fits_bytes(10, 1, "griz", SIZE, layer="ls-dr10", order="zirg")
+    assert np.array_equal(read_cutout_fits(body)[0], make_cutout(10, 1, "z", SIZE)[0])  # file order
+    np.testing.assert_array_equal(read_cutout_fits(body, "grz"), make_cutout(10, 1, "griz", SIZE)[[0, 1, 3]])
+
+
+def test_a_cutout_with_an_all_zero_z_band_is_no_measurement():
+    image = read_cutout_fits(CASES / "c6_cutout_no_z_coverage.fits", "grz", 152)
+    np.testing.assert_array_equal(band_coverage(image), [1.0, 1.0, 0.0])
+    assert no_data_reason(image, "grz") == "no_data_in_band: z"
+    assert no_data_reason(image[:2], "gr") is None
+
+
+# One target per form in which the survey has no data at a position (see loopback.make_cutout).
+NO_DATA = pd.DataFrame(
+    {
+        "TARGETID": [1, 2, 3, 4, 5, 6, 7],
+        "RA": [10.0, 10.1, 10.2, 10.3, 10.4, 10.5, 10.6],
+        "DEC": [1.0, -85.0, -77.0, -72.0, -67.0, -62.0, -50.0],
+        "SHARD": 0,
+    }
+)
+
+
+def test_each_form_of_no_data_is_missing_or_kept_and_flagged_through_the_service(server, tmp_path):
+    server.inject("cutout", *[Fault("status", 404)])  # the first request: a final "not found"
+    spec = CutoutSpec(size=SIZE, service=server.cutout_service)
+    client = fetcher(max_workers=1)
+    targets = pd.concat([NO_DATA.iloc[[6]], NO_DATA.iloc[:6]], ignore_index=True)  # 7 is asked first
+    download_cutout_shard(targets, 0, tmp_path, client, spec, progress=False)
+    shard = read_cutout_shard(tmp_path / "shard-0.h5")
+    missing = read_missing(tmp_path / "missing-0.csv").set_index("TARGETID").reason.to_dict()
+    assert missing == {
+        7: "http_404",
+        2: "out_of_footprint",
+        3: "no_data_in_band: z",
+        5: "no_image",
+        6: "no_data_in_band: z (not in the answer)",
+    }
+    assert shard.targetid.tolist() == [1, 4]  # the edge of the footprint is kept, flagged by coverage
+    np.testing.assert_allclose(band_coverage(shard.image), [[1, 1, 1], [0.5, 0.5, 0.5]])
+
+
+def test_dr10_cutouts_keep_griz_in_order_whatever_order_the_service_writes(server, tmp_path):
+    server.cutout_band_order = "zirg"
+    spec = CutoutSpec(layer="ls-dr10", bands="griz", size=SIZE, service=server.cutout_service)
+    targets = pd.DataFrame({"TARGETID": [1, 2], "RA": [10.0, 10.1], "DEC": [1.0, 40.0], "SHARD": 0})
+    download_cutout_shard(targets, 0, tmp_path, fetcher(), spec, progress=False)
+    shard = read_cutout_shard(tmp_path / "shard-0.h5")
+    assert shard.bands == "griz" and shard.targetid.tolist() == [1, 2]  # no i at DEC 40: kept
+    np.testing.assert_array_equal(shard.image[0], make_cutout(10.0, 1.0, "griz", SIZE))
+    np.testing.assert_array_equal(band_coverage(shard.image[1]), [1.0, 1.0, 0.0, 1.0])
+    assert all("layer=ls-dr10" in r.path and "bands=griz" in r.path for r in server.requests)
+    with pytest.raises(ValueError, match="the models' 'grz' among them"):
+        CutoutSpec(layer="ls-dr10", bands="gri")

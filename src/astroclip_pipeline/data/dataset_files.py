@@ -1,6 +1,8 @@
 """Stage 2: cross-match the raw shards with the catalogue, cut, split, and write the dataset files.
 
 ``results/data/{train,val,test}.h5`` hold, row-aligned: ``image`` (n, 3, size, size) in nanomaggies,
+the g, r, z planes (``shards.MODEL_BANDS``) picked by name from whatever bands the cutout shards
+hold, ``COVERAGE_G/R/Z`` (each band's fraction of pixels with data, ``legacysurvey.band_coverage``),
 ``spectrum`` and ``ivar`` (n, n_wave) in 1e-17 erg/s/cm²/Å (ivar = 0 wherever the survey masked a
 pixel), ``wavelength`` (n_wave,) in Å, ``TARGETID`` and every catalogue column as PROVABGS spells
 it. Physical units are kept: normalisation belongs to each model's preprocessing.
@@ -26,7 +28,8 @@ from tqdm import tqdm
 
 from ..files import atomic_path
 from ..sources.desi import FLUX_UNIT
-from ..sources.shards import read_cutout_shard, read_missing, read_spectra_shard
+from ..sources.legacysurvey import band_coverage
+from ..sources.shards import MODEL_BANDS, read_cutout_shard, read_missing, read_spectra_shard
 from .cuts import apply_cuts
 from .split import SPLITS, assign_split
 
@@ -85,6 +88,14 @@ class _SplitWriter:
         self.n += len(catalogue)
 
 
+def _model_planes(cutouts, path) -> list[int]:
+    """Indices of the g, r, z planes in a cutout shard, found by its ``bands`` attribute."""
+    absent = [band for band in MODEL_BANDS if band not in cutouts.bands]
+    if absent:
+        raise ValueError(f"{path}: holds bands {cutouts.bands!r}, no {absent}; the models read {MODEL_BANDS!r}")
+    return [cutouts.bands.index(band) for band in MODEL_BANDS]
+
+
 def _check_grid(wavelength: np.ndarray | None, shard_wavelength: np.ndarray, path) -> np.ndarray:
     if wavelength is not None and not np.array_equal(wavelength, shard_wavelength):
         raise ValueError(f"{path}: wavelength grid differs from the first shard's; all shards must share one grid")
@@ -122,6 +133,7 @@ def build_dataset(
         for spectra_path, cutout_path in tqdm(list(zip(spectra_paths, cutout_paths, strict=True)), desc="shards"):
             spectra = read_spectra_shard(spectra_path)
             cutouts = read_cutout_shard(cutout_path)
+            planes = _model_planes(cutouts, cutout_path)
             wavelength = _check_grid(wavelength, spectra.wavelength, spectra_path)
             both = np.intersect1d(spectra.targetid, cutouts.targetid)
             rows = targets[targets.TARGETID.isin(both)].reset_index(drop=True)
@@ -138,7 +150,7 @@ def build_dataset(
                 if not chosen.any():
                     continue
                 ivar = np.where(spectra.mask[spectrum_row[chosen]] == 0, spectra.ivar[spectrum_row[chosen]], 0.0)
-                image = cutouts.image[cutout_row[chosen]]
+                image = cutouts.image[cutout_row[chosen]][:, planes]
                 spectrum, ivar = _finite_rows(
                     f"{spectra_path} / {cutout_path}",
                     rows.TARGETID.to_numpy()[chosen],
@@ -146,7 +158,11 @@ def build_dataset(
                     ivar.astype(np.float32),
                     image,
                 )
-                writers[name].append(image, spectrum, ivar, rows.loc[chosen, catalogue_columns])
+                catalogue = rows.loc[chosen, catalogue_columns].reset_index(drop=True)
+                coverage = band_coverage(image)
+                for k, band in enumerate(MODEL_BANDS):
+                    catalogue[f"COVERAGE_{band.upper()}"] = coverage[:, k].astype(np.float32)
+                writers[name].append(image, spectrum, ivar, catalogue)
                 per_split[name] += int(chosen.sum())
         if wavelength is None:
             raise ValueError("no spectra shards given")
@@ -154,7 +170,7 @@ def build_dataset(
             h5.create_dataset("wavelength", data=wavelength, track_times=False)
             h5.attrs["flux_unit"] = FLUX_UNIT
             h5.attrs["image_unit"] = "nanomaggy"
-            h5.attrs["bands"] = cutouts.bands
+            h5.attrs["bands"] = MODEL_BANDS
             h5.attrs["pixscale"] = cutouts.pixscale
 
     counts = [("targets selected", len(targets), len(targets))]

@@ -32,7 +32,7 @@ import pandas as pd
 from ..files import atomic_path
 from .desi import N_PIXELS, wavelength_grid
 from .desi_edr import assign_shards, shard_targets
-from .legacysurvey import NON_FINITE, OUT_OF_FOOTPRINT
+from .legacysurvey import NON_FINITE, no_data_reason
 from .provabgs import crossmatch_provabgs, read_provabgs
 from .shards import (
     MISSING_COLUMNS,
@@ -203,8 +203,10 @@ def convert_cutouts_shard(
     with h5py.File(path, "r") as h5:
         images = np.ascontiguousarray(_read_rows(h5, rows, "images").transpose(0, 3, 1, 2), dtype=np.float32)
     finite = np.isfinite(images).all(axis=(1, 2, 3))
-    empty = ~np.any(np.where(np.isfinite(images), images, 1.0), axis=(1, 2, 3))
-    reason = np.where(~finite, NON_FINITE, np.where(empty, OUT_OF_FOOTPRINT, ""))
+    # the same rules for "no data" as the cutout service's answers (legacysurvey.no_data_reason)
+    reason = np.array(
+        [(no_data_reason(image, BANDS) or "") if ok else NON_FINITE for image, ok in zip(images, finite, strict=True)]
+    )
     keep = reason == ""
     missing = pd.DataFrame({"TARGETID": rows.TARGETID[~keep], "reason": reason[~keep]}, columns=MISSING_COLUMNS)
     write_missing(missing_path, missing)

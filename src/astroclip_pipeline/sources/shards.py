@@ -27,6 +27,8 @@ from ..files import atomic_path
 from .desi import FLUX_UNIT, flag_invalid_pixels, has_valid_pixel
 
 MISSING_COLUMNS = ["TARGETID", "reason"]
+#: The image bands every model reads, in this order, whatever else a cutout shard holds.
+MODEL_BANDS = "grz"
 NO_VALID_PIXEL = "no_valid_pixel"
 
 
