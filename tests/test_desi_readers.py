@@ -1,5 +1,6 @@
 """DESI coadd and redshift-catalogue readers, on the real sample files and on generated ones."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def expected_combination(arms: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_real_coadd_is_read_onto_the_desi_grid():
-    spectra = read_coadd(REAL_COADD, [REAL_TARGETID])
+    spectra = read_coadd(REAL_COADD, [REAL_TARGETID], desi_grid=True)
     assert spectra.flux.shape == spectra.ivar.shape == spectra.mask.shape == (1, 7781)
     assert spectra.flux.dtype == spectra.ivar.dtype == np.float32 and spectra.mask.dtype == np.uint32
     assert np.array_equal(spectra.wavelength, wavelength_grid())
@@ -378,3 +379,47 @@ def test_one_bad_target_never_aborts_a_coadd_shard(tmp_path):
     assert np.isfinite(shard.flux).all() and np.isfinite(shard.ivar).all()
     missing = read_missing(tmp_path / "missing-0.csv").set_index("TARGETID").reason
     assert missing[2].startswith("several_rows_in_coadd: 2 rows") and missing[5] == "no_valid_pixel"
+
+
+# -- any valid spectra file (issue 17, part 5) ------------------------------------------------------
+
+
+def _edited_coadd(path: Path, edit) -> Path:
+    with fits.open(io.BytesIO(make_coadd_fits([1, 2], seed=3))) as hdul:
+        hdus = fits.HDUList([hdu.copy() for hdu in edit(hdul)])
+        hdus.writeto(path)
+    return path
+
+
+def test_a_spectra_file_with_other_cameras_is_read_and_the_desi_grid_is_checked_only_when_asked(tmp_path):
+    path = _edited_coadd(tmp_path / "coadd.fits", lambda hdul: [h for h in hdul if not h.name.startswith("Z_")])
+    spectra = read_coadd(path, [2])
+    assert spectra.wavelength[0] == 3600.0 and spectra.wavelength[-1] == pytest.approx(5760.0 + 0.8 * 2325)
+    assert spectra.flux.shape == (1, len(spectra.wavelength))
+    with pytest.raises(ValueError, match=r"coadd.fits: the joined arms give 5026 pixels .* expected the DESI grid"):
+        read_coadd(path, [2], desi_grid=True)
+
+
+def test_flux_units_are_converted_by_astropy_and_a_file_without_masks_is_read(tmp_path):
+    def to_cgs(hdul):
+        for arm in "BRZ":
+            hdul[f"{arm}_FLUX"].data = hdul[f"{arm}_FLUX"].data * 1e-17
+            hdul[f"{arm}_FLUX"].header["BUNIT"] = "erg/(s cm2 Angstrom)"
+            hdul[f"{arm}_IVAR"].data = hdul[f"{arm}_IVAR"].data * 1e34
+        return hdul
+
+    reference = read_coadd(_edited_coadd(tmp_path / "desi.fits", lambda hdul: hdul), [1])
+    converted = read_coadd(_edited_coadd(tmp_path / "cgs.fits", to_cgs), [1])
+    np.testing.assert_allclose(converted.flux, reference.flux, rtol=1e-5)
+    np.testing.assert_allclose(converted.ivar, reference.ivar, rtol=1e-4)
+    np.testing.assert_array_equal(converted.mask, reference.mask)
+    without_masks = _edited_coadd(tmp_path / "nomask.fits", lambda hdul: [h for h in hdul if "_MASK" not in h.name])
+    unmasked = read_coadd(without_masks, [1])
+    assert unmasked.flux.shape == (1, 7781) and not unmasked.mask.any()  # no MASK HDUs: no survey bits
+
+    def in_adu(hdul):
+        hdul["B_FLUX"].header["BUNIT"] = "adu"
+        return hdul
+
+    with pytest.raises(ValueError, match=r"\[B_FLUX\]: BUNIT 'adu' is not a flux density"):
+        read_coadd(_edited_coadd(tmp_path / "adu.fits", in_adu), [1])

@@ -39,11 +39,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 
 from .catalogue import table_columns
-from .desi import N_PIXELS, flag_invalid_pixels, wavelength_grid
+from .desi import FLUX_UNIT, N_PIXELS, flag_invalid_pixels, wavelength_grid
 from .http import user_agent
 from .shards import MISSING_COLUMNS, SpectraShard, write_spectra_files
 
@@ -101,27 +102,66 @@ def healpix_coadd_location(root: str | Path, survey: str, program: str, healpix:
 # -- reading one coadd -----------------------------------------------------------------------------
 
 
-def read_coadd(path_or_url: str | Path, targetids) -> CoaddSpectra:
-    """The b/r/z-combined spectra of ``targetids`` (in that order) from one coadd file or URL.
+def read_coadd(path_or_url: str | Path, targetids, *, desi_grid: bool = False) -> CoaddSpectra:
+    """The camera-combined spectra of ``targetids`` (in that order) from one coadd file or URL.
 
-    Only the rows asked for are read (astropy sections: for a local file through the OS page
-    cache, for a URL through HTTP range requests). A TARGETID absent from the file raises a
-    KeyError naming it and the file.
+    Reads any DESI spectra file with a FIBERMAP and, per camera, ``{CAM}_WAVELENGTH``,
+    ``{CAM}_FLUX``, ``{CAM}_IVAR`` and optionally ``{CAM}_MASK`` (b, r, z as in the healpix
+    coadds, or the single ``BRZ`` of a file already combined), joined as desispec joins them
+    (:func:`combine_arms`). Flux comes back in 1e-17 erg/s/cm²/Å: a flux HDU's ``BUNIT`` is
+    converted with astropy.units when it is another flux density unit, and a BUNIT that is not
+    one raises. Only the rows asked for are read (astropy sections: for a local file through the
+    OS page cache, for a URL through HTTP range requests). A TARGETID absent from the file raises
+    a KeyError naming it and the file.
+
+    ``desi_grid=True`` (what the pipeline asks) also checks that the joined grid is the
+    7781-pixel DESI grid of :mod:`desi` (within 1e-4 Å; the grid returned is then exactly
+    :func:`desi.wavelength_grid`) and raises a ValueError naming the file otherwise.
     """
     targetids = np.asarray(targetids, dtype=np.int64).reshape(-1)
     source = str(path_or_url)
     with _open_coadd(source) as hdul:
         rows = _rows_of(hdul, targetids, source)
         waves, fluxes, ivars, masks = {}, {}, {}, {}
-        for arm in ARMS:
+        for arm in _cameras(hdul, source):
             name = arm.upper()
             waves[arm] = np.asarray(_hdu(hdul, f"{name}_WAVELENGTH", source).data, dtype=np.float64)
-            fluxes[arm] = _read_rows(_hdu(hdul, f"{name}_FLUX", source), rows, np.float32)
-            ivars[arm] = _read_rows(_hdu(hdul, f"{name}_IVAR", source), rows, np.float32)
-            masks[arm] = _read_rows(_hdu(hdul, f"{name}_MASK", source), rows, np.int64)
+            flux_hdu = _hdu(hdul, f"{name}_FLUX", source)
+            scale = _flux_scale(flux_hdu.header, f"{source}[{name}_FLUX]")
+            fluxes[arm] = _read_rows(flux_hdu, rows, np.float64) * scale
+            ivars[arm] = _read_rows(_hdu(hdul, f"{name}_IVAR", source), rows, np.float64) / scale**2
+            if f"{name}_MASK" in hdul:
+                masks[arm] = _read_rows(hdul[f"{name}_MASK"], rows, np.int64)
+            else:
+                masks[arm] = np.zeros(fluxes[arm].shape, np.int64)
+    if not all(np.isfinite(wave).all() for wave in waves.values()):
+        raise ValueError(f"{source}: a *_WAVELENGTH HDU holds non-finite wavelengths")
     wave, flux, ivar, mask = combine_arms(waves, fluxes, ivars, masks)
-    _check_grid(wave, source)
-    return CoaddSpectra(targetids, wavelength_grid(), flux, ivar, mask)
+    if desi_grid:
+        _check_grid(wave, source)
+        wave = wavelength_grid()  # the same grid, to the bit, for every file and source
+    return CoaddSpectra(targetids, wave, flux, ivar, mask)
+
+
+def _cameras(hdul: fits.HDUList, source: str) -> list[str]:
+    """The cameras of a spectra file: every ``{CAM}_WAVELENGTH`` HDU with its FLUX and IVAR."""
+    cameras = [hdu.name.removesuffix("_WAVELENGTH").lower() for hdu in hdul if hdu.name.endswith("_WAVELENGTH")]
+    if not cameras:
+        raise KeyError(
+            f"{source}: no *_WAVELENGTH HDU; a DESI coadd has FIBERMAP and {{B,R,Z}}_{{WAVELENGTH,FLUX,IVAR,MASK}}"
+        )
+    return cameras
+
+
+def _flux_scale(header: fits.Header, where: str) -> float:
+    """Factor from the HDU's flux unit (BUNIT; DESI's when absent) to FLUX_UNIT."""
+    if "BUNIT" not in header:
+        return 1.0
+    try:
+        return float(u.Unit(str(header["BUNIT"])).to(u.Unit(FLUX_UNIT)))
+    except (ValueError, u.UnitConversionError) as err:
+        bunit = header["BUNIT"]
+        raise ValueError(f"{where}: BUNIT {bunit!r} is not a flux density like {FLUX_UNIT!r} ({err})") from None
 
 
 def coadd_targetids(path_or_url: str | Path) -> np.ndarray:
@@ -367,7 +407,7 @@ def write_coadd_spectra_shard(
         ]
         readable = ids[rows_per_target == 1]
         if len(readable):
-            coadd = read_coadd(location, readable)
+            coadd = read_coadd(location, readable, desi_grid=True)
             for k, targetid in enumerate(coadd.targetid):
                 spectra[int(targetid)] = (coadd.flux[k], coadd.ivar[k], coadd.mask[k])
     kept = [int(t) for t in targets.TARGETID if int(t) in spectra]
