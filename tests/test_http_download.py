@@ -23,6 +23,8 @@ from astroclip_pipeline.sources.http import (
     PayloadError,
     RetryPolicy,
     TokenBucket,
+    fetcher_from_config,
+    package_version,
     parse_retry_after,
 )
 from astroclip_pipeline.sources.legacysurvey import (
@@ -91,19 +93,30 @@ def reference(tmp_path_factory) -> tuple[bytes, bytes]:
 # -- the HTTP client -------------------------------------------------------------------------------
 
 
-def test_requests_name_the_project_in_the_user_agent(server):
-    fetcher().get(cutout_url(10, 0, CutoutSpec(size=SIZE, service=server.cutout_service)))
-    agent = server.requests[0].headers["User-Agent"]
-    assert re.fullmatch(r"astroclip-pipeline/[\w.+-]+ \(\+https://github\.com/\S+\)", agent), agent
+def test_requests_name_this_project_its_version_and_the_users_contact(server):
+    url = cutout_url(10, 0, CutoutSpec(size=SIZE, service=server.cutout_service))
+    fetcher().get(url)
+    fetcher(contact="astro@example.org").get(url)
+    anonymous, signed = (r.headers["User-Agent"] for r in server.requests)
+    version = re.escape(package_version())
+    pattern = rf"astroclip-pipeline/{version} \(AstroCLIP reproduction [^;)]*\) python-requests/\S+"
+    assert re.fullmatch(pattern, anonymous), anonymous
+    assert "; contact: astro@example.org)" in signed
+    assert "PolymathicAI" not in anonymous + signed  # the upstream project is not who is calling
+    downloads = {
+        "max_workers": 1, "requests_per_second": None, "burst": 1, "connect_timeout": 1, "read_timeout": 1,
+        "attempts": 2, "backoff_base": 0.01, "backoff_max": 0.1, "contact": "https://example.org/me",
+    }  # fmt: skip
+    assert "; contact: https://example.org/me) python-requests/" in fetcher_from_config(downloads).user_agent
 
 
 def test_retry_after_is_read_in_seconds_and_http_date_form():
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("120") == 120
-    later = email.utils.format_datetime(now + timedelta(seconds=45), usegmt=True)
-    assert parse_retry_after(later, now=now) == pytest.approx(45)
-    assert parse_retry_after(email.utils.format_datetime(now - timedelta(seconds=5), usegmt=True), now=now) == 0
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=45), usegmt=True)
+    assert parse_retry_after(later) == pytest.approx(45, abs=1.5)
+    assert parse_retry_after(email.utils.format_datetime(datetime.now(UTC) - timedelta(seconds=5), usegmt=True)) == 0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert parse_retry_after("100000") == RetryPolicy().retry_after_max
 
 
 def test_token_bucket_spaces_requests_at_the_rate():

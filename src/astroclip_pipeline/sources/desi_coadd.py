@@ -102,7 +102,9 @@ def healpix_coadd_location(root: str | Path, survey: str, program: str, healpix:
 # -- reading one coadd -----------------------------------------------------------------------------
 
 
-def read_coadd(path_or_url: str | Path, targetids, *, desi_grid: bool = False) -> CoaddSpectra:
+def read_coadd(
+    path_or_url: str | Path, targetids, *, desi_grid: bool = False, agent: str | None = None
+) -> CoaddSpectra:
     """The camera-combined spectra of ``targetids`` (in that order) from one coadd file or URL.
 
     Reads any DESI spectra file with a FIBERMAP and, per camera, ``{CAM}_WAVELENGTH``,
@@ -116,11 +118,12 @@ def read_coadd(path_or_url: str | Path, targetids, *, desi_grid: bool = False) -
 
     ``desi_grid=True`` (what the pipeline asks) also checks that the joined grid is the
     7781-pixel DESI grid of :mod:`desi` (within 1e-4 Å; the grid returned is then exactly
-    :func:`desi.wavelength_grid`) and raises a ValueError naming the file otherwise.
+    :func:`desi.wavelength_grid`) and raises a ValueError naming the file otherwise. ``agent`` is
+    the User-Agent of HTTP reads (:func:`http.user_agent` when None).
     """
     targetids = np.asarray(targetids, dtype=np.int64).reshape(-1)
     source = str(path_or_url)
-    with _open_coadd(source) as hdul:
+    with _open_coadd(source, agent) as hdul:
         rows = _rows_of(hdul, targetids, source)
         waves, fluxes, ivars, masks = {}, {}, {}, {}
         for arm in _cameras(hdul, source):
@@ -164,23 +167,23 @@ def _flux_scale(header: fits.Header, where: str) -> float:
         raise ValueError(f"{where}: BUNIT {bunit!r} is not a flux density like {FLUX_UNIT!r} ({err})") from None
 
 
-def coadd_targetids(path_or_url: str | Path) -> np.ndarray:
+def coadd_targetids(path_or_url: str | Path, agent: str | None = None) -> np.ndarray:
     """The TARGETIDs of a coadd's rows, in file order (reads the FIBERMAP only)."""
     source = str(path_or_url)
-    with _open_coadd(source) as hdul:
+    with _open_coadd(source, agent) as hdul:
         fibermap = _hdu(hdul, "FIBERMAP", source)
         if "TARGETID" not in fibermap.columns.names:
             raise KeyError(f"{source}: FIBERMAP has no TARGETID column")
         return np.asarray(fibermap.data["TARGETID"], dtype=np.int64)
 
 
-def _open_coadd(source: str) -> fits.HDUList:
+def _open_coadd(source: str, agent: str | None = None) -> fits.HDUList:
     # memmap=None, not True: astropy refuses a strict memory map of scaled data, and an EDR mask
     # (uint32, stored as int32 + BZERO) is scaled. A URL is read through fsspec's HTTP range
     # requests, which do not go through the polite Fetcher: for many files, mirror them first
     # with Fetcher.download_file and read the local copies.
     if source.startswith(("http://", "https://")):
-        headers = {"User-Agent": user_agent()}
+        headers = {"User-Agent": agent or user_agent()}
         return fits.open(
             source, lazy_load_hdus=True, use_fsspec=True, fsspec_kwargs={"client_kwargs": {"headers": headers}}
         )
@@ -380,6 +383,7 @@ def write_coadd_spectra_shard(
     spectra_path: str | Path,
     missing_path: str | Path,
     specprod: str = SPECPROD,
+    agent: str | None = None,
 ) -> None:
     """Read one shard's targets from the healpix coadds under ``root`` and write its raw-shard files.
 
@@ -388,13 +392,14 @@ def write_coadd_spectra_shard(
     exist (``coadd_not_found``), does not hold it (``not_in_coadd``), holds it in more than one
     row (``several_rows_in_coadd``), or has no valid pixel for it (``no_valid_pixel``). A file
     that exists but is not a coadd raises: that is a broken mirror or server, not a target.
+    ``agent`` is the User-Agent of HTTP reads.
     """
     spectra: dict[int, tuple] = {}
     missing: list[tuple[int, str]] = []
     for (survey, program, healpix), ids in coadd_groups(targets).items():
         location = healpix_coadd_location(root, survey, program, healpix, specprod)
         try:
-            in_file = pd.Series(coadd_targetids(location)).value_counts()
+            in_file = pd.Series(coadd_targetids(location, agent)).value_counts()
         except FileNotFoundError:
             log.warning("%s: no such coadd; its %d target(s) are listed as missing", location, len(ids))
             missing += [(int(t), f"coadd_not_found: {location}") for t in ids]
@@ -407,7 +412,7 @@ def write_coadd_spectra_shard(
         ]
         readable = ids[rows_per_target == 1]
         if len(readable):
-            coadd = read_coadd(location, readable, desi_grid=True)
+            coadd = read_coadd(location, readable, desi_grid=True, agent=agent)
             for k, targetid in enumerate(coadd.targetid):
                 spectra[int(targetid)] = (coadd.flux[k], coadd.ivar[k], coadd.mask[k])
     kept = [int(t) for t in targets.TARGETID if int(t) in spectra]

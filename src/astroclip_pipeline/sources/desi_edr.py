@@ -181,7 +181,7 @@ def download_spectra_shard(
     elif backend == "coadd":
         if root is None:
             raise ValueError("the coadd backend needs root, the release's URL or local mirror directory")
-        write_coadd_spectra_shard(rows, root, spectra_path, missing_path, specprod)
+        write_coadd_spectra_shard(rows, root, spectra_path, missing_path, specprod, agent=fetcher.user_agent)
     else:
         raise ValueError(f"unknown spectra backend {backend!r}; expected one of {SPECTRA_BACKENDS}")
 
