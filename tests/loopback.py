@@ -157,8 +157,10 @@ def make_coadd_fits(targetids, seed: int = 0, mask_dtype=np.uint32, n_diag: int 
     return buffer.getvalue()
 
 
-def make_provabgs_hdf5(path: Path, targetids, seed: int = 0, n_samples: int = 100) -> Path:
-    """A PROVABGS-format catalogue: an astropy HDF5 table with the columns of the EDR VAC."""
+def make_provabgs_hdf5(path: Path, targetids, seed: int = 0, n_samples: int = 100, masked: dict | None = None) -> Path:
+    """A PROVABGS-format catalogue: an astropy HDF5 table with the columns of the EDR VAC.
+    ``masked`` maps column names to the boolean masks its entries get (written as astropy
+    writes masked columns: ``serialize_meta=True``, a ``<name>.mask`` field beside the data)."""
     rng = np.random.default_rng(seed)
     n = len(targetids)
     logm = rng.uniform(8.5, 11.5, n)
@@ -185,6 +187,10 @@ def make_provabgs_hdf5(path: Path, targetids, seed: int = 0, n_samples: int = 10
             "IS_BGS_FAINT": rng.uniform(size=n) >= 0.7,
         }
     )
+    if masked:
+        table = Table(table, masked=True)
+        for name, mask in masked.items():
+            table[name].mask = mask
     with warnings.catch_warnings():
         # astropy warns about its own default table name even when it is given explicitly.
         warnings.filterwarnings("ignore", message="table path was not set")

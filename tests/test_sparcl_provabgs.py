@@ -3,7 +3,6 @@
 import json
 import os
 import pickle
-import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -230,23 +229,11 @@ def test_masked_provabgs_entries_read_as_missing_and_the_cuts_count_them():
     assert removed == {"LOGMSTAR > 0": 1, "MAG_G > 0": 1, "MAG_R > 0": 0, "MAG_Z > 0": 0}
 
 
-def _masked_provabgs(path: Path, masks: dict) -> Path:
-    make_provabgs_hdf5(path, [1, 2, 3], seed=4)
-    table = Table.read(path, path="__astropy_table__")
-    table = Table(table, masked=True)
-    for name, mask in masks.items():
-        table[name].mask = mask
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="table path was not set")
-        table.write(path, format="hdf5", path="__astropy_table__", serialize_meta=True, overwrite=True)
-    return path
-
-
 def test_masked_samples_leave_the_median_and_masked_flags_and_ids_are_handled(tmp_path):
     samples = np.zeros((3, 100), bool)
     samples[0, :60] = True  # 60 of row 0's samples masked: the median of the other 40
-    path = _masked_provabgs(
-        tmp_path / "p.hdf5", {"PROVABGS_LOGMSTAR": samples, "IS_BGS_BRIGHT": [False, True, False]}
+    path = make_provabgs_hdf5(
+        tmp_path / "p.hdf5", [1, 2, 3], seed=4, masked={"PROVABGS_LOGMSTAR": samples, "IS_BGS_BRIGHT": [0, 1, 0]}
     )
     table = Table.read(path, path="__astropy_table__")
     catalogue = read_provabgs(path)
@@ -254,7 +241,7 @@ def test_masked_samples_leave_the_median_and_masked_flags_and_ids_are_handled(tm
     assert catalogue.LOGMSTAR[0] == pytest.approx(expected)
     assert catalogue.IS_BGS_BRIGHT.isna().tolist() == [False, True, False]
     with pytest.raises(ProvabgsFormatError, match="TARGETID is masked on 1 row"):
-        read_provabgs(_masked_provabgs(tmp_path / "q.hdf5", {"TARGETID": [False, False, True]}))
+        read_provabgs(make_provabgs_hdf5(tmp_path / "q.hdf5", [1, 2, 3], masked={"TARGETID": [0, 0, 1]}))
 
 
 def test_null_values_of_the_redshift_catalogue_are_missing_and_never_selected(tmp_path):
