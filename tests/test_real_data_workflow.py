@@ -104,23 +104,27 @@ def _zcatalog_fits(galaxies: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def edr(tmp_path_factory):
-    """Loopback services holding a tiny EDR: 40 galaxies in two healpix coadds, 36 of them in
-    PROVABGS, one outside the imaging footprint, one unknown to SPARCL."""
-    rng = np.random.default_rng(5)
-    n = 40
-    galaxies = pd.DataFrame(
+def _galaxies(n: int, first_id: int, healpix: tuple[int, int], seed: int) -> pd.DataFrame:
+    """``n`` sv3/bright galaxies alternating between two healpix pixels, at random positions."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
         {
-            "TARGETID": np.arange(1001, 1001 + n, dtype=np.int64),
+            "TARGETID": np.arange(first_id, first_id + n, dtype=np.int64),
             "SURVEY": "sv3",
             "PROGRAM": "bright",
-            "HEALPIX": np.where(np.arange(n) % 2 == 0, *HEALPIX).astype(np.int64),
+            "HEALPIX": np.where(np.arange(n) % 2 == 0, *healpix).astype(np.int64),
             "TARGET_RA": rng.uniform(150, 160, n),
             "TARGET_DEC": rng.uniform(0, 5, n),
             "Z": rng.uniform(0.05, 0.4, n),
         }
     )
+
+
+@pytest.fixture(scope="module")
+def edr(tmp_path_factory):
+    """Loopback services holding a tiny EDR: 40 galaxies in two healpix coadds, 36 of them in
+    PROVABGS, one outside the imaging footprint, one unknown to SPARCL."""
+    galaxies = _galaxies(40, 1001, HEALPIX, seed=5)
     galaxies.loc[3, "TARGET_DEC"] = -85.0  # the loopback cutout service has no data there
     in_provabgs = galaxies.TARGETID[:36].tolist() + [7777]
     provabgs = make_provabgs_hdf5(tmp_path_factory.mktemp("provabgs") / "provabgs.hdf5", in_provabgs, seed=2)
@@ -274,19 +278,7 @@ def _no_finite_flux(hdul, row):
 @pytest.fixture(scope="module")
 def faulty_edr(tmp_path_factory):
     """Twelve EDR galaxies whose services answer with the faults real users meet."""
-    rng = np.random.default_rng(8)
-    n = 12
-    galaxies = pd.DataFrame(
-        {
-            "TARGETID": np.arange(2001, 2001 + n, dtype=np.int64),
-            "SURVEY": "sv3",
-            "PROGRAM": "bright",
-            "HEALPIX": np.where(np.arange(n) % 2 == 0, *FAULTY_HEALPIX).astype(np.int64),
-            "TARGET_RA": rng.uniform(150, 160, n),
-            "TARGET_DEC": rng.uniform(0, 5, n),
-            "Z": rng.uniform(0.05, 0.4, n),
-        }
-    )
+    galaxies = _galaxies(12, 2001, FAULTY_HEALPIX, seed=8)
     # the loopback cutout service's forms of "no data" (loopback.make_cutout / cutout_fits_bytes)
     galaxies.loc[galaxies.TARGETID == 2002, "TARGET_DEC"] = -77.0  # no z exposure
     galaxies.loc[galaxies.TARGETID == 2003, "TARGET_DEC"] = -72.0  # half of the stamp empty: kept
