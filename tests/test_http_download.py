@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
+from urllib3.util.retry import RequestHistory
 
 from astroclip_pipeline.sources.http import (
     DownloadError,
@@ -499,3 +500,11 @@ def test_dr10_cutouts_keep_griz_in_order_whatever_order_the_service_writes(serve
     assert all("layer=ls-dr10" in r.path and "bands=griz" in r.path for r in server.requests)
     with pytest.raises(ValueError, match="the models' 'grz' among them"):
         CutoutSpec(layer="ls-dr10", bands="gri")
+
+
+def test_the_retry_policy_is_urllib3s_retry_with_the_documented_waits():
+    retry = RetryPolicy(attempts=4, backoff_base=1.0, backoff_max=3.0, jitter=0.0).urllib3_retry()
+    failed = RequestHistory("GET", "/", None, 503, None)
+    assert [retry.new(history=(failed,) * k).get_backoff_time() for k in (1, 2, 3, 4)] == [0, 1, 2, 3]
+    assert retry.total == 3 and retry.is_retry("POST", 503) and retry.is_retry("GET", 425)
+    assert not retry.is_retry("GET", 404)

@@ -104,11 +104,11 @@ Validator = Callable[[bytes, Mapping[str, str]], None]
 class RetryPolicy:
     """How often and how patiently to retry.
 
-    ``attempts`` is the number of tries of one request. The wait before try ``k + 1`` is
-    urllib3's: ``min(backoff_max, backoff_base * 2**(k - 1))`` plus a random jitter of up to
-    ``jitter * backoff_base`` seconds (so that many clients do not retry in step), none before
-    the first retry, or the server's ``Retry-After`` if that is longer (capped at
-    ``retry_after_max``). Tests set a tiny ``backoff_base``.
+    ``attempts`` is the number of tries of one request. The waits are urllib3's: none before the
+    first retry, then ``backoff_base``, ``2 * backoff_base``, ``4 * backoff_base``... up to
+    ``backoff_max``, each plus a random jitter of up to ``jitter * backoff_base`` seconds (so that
+    many clients do not retry in step), or the server's ``Retry-After`` if that is longer (capped
+    at ``retry_after_max``). Tests set a tiny ``backoff_base``.
     """
 
     attempts: int = 6
