@@ -508,3 +508,12 @@ def test_the_retry_policy_is_urllib3s_retry_with_the_documented_waits():
     assert [retry.new(history=(failed,) * k).get_backoff_time() for k in (1, 2, 3, 4)] == [0, 1, 2, 3]
     assert retry.total == 3 and retry.is_retry("POST", 503) and retry.is_retry("GET", 425)
     assert not retry.is_retry("GET", 404)
+
+
+def test_a_target_off_the_sky_is_listed_and_the_shard_completes(server, tmp_path):
+    targets = pd.DataFrame({"TARGETID": [1, 2], "RA": [400.0, 10.0], "DEC": [1.0, 1.0], "SHARD": 0})
+    spec = CutoutSpec(size=SIZE, service=server.cutout_service)
+    download_cutout_shard(targets, 0, tmp_path, fetcher(), spec, progress=False)
+    assert read_cutout_shard(tmp_path / "shard-0.h5").targetid.tolist() == [2]
+    [(targetid, reason)] = read_missing(tmp_path / "missing-0.csv").values.tolist()
+    assert targetid == 1 and reason.startswith("bad_position: cutout position ra=400.0")
