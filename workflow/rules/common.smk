@@ -168,6 +168,7 @@ def all_outputs():
             "results/figures/structure/kmeans_umap.png",
             "results/figures/structure/kmeans_spectra.png",
             "results/figures/structure/kmeans_cutouts.png",
+            "results/explorer.html",
         ]
         # the mock survey knows which cutouts carry artefacts; real data do not
         + (["results/tables/dbscan_artefacts.csv"] if SOURCE == "mock" else [])
