@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from astroclip_pipeline.evaluate.search import (
     PAIRS,
+    embed_cutout,
     main,
     read_embedding_files,
     search_by_embedding,
@@ -130,3 +132,100 @@ def test_module_runs_as_a_command(embedding_file, tmp_path):
     done = subprocess.run([*command, "--csv", str(csv), "-k", "4"], capture_output=True, text=True, check=True)
     assert "1001" in done.stdout.splitlines()[1]  # image -> spectrum by default: its own spectrum first
     assert len(csv.read_text().splitlines()) == 5
+
+
+# --- queries from outside the files, through the model ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    """A small random AstroCLIP model: what matters is that a query and the files agree."""
+    import torch
+
+    from astroclip_pipeline.models.astroclip import AstroCLIP
+    from astroclip_pipeline.models.image_encoder import ImageEncoder
+    from astroclip_pipeline.models.resnet import ResNetConfig
+    from astroclip_pipeline.models.specformer import SpecFormer, SpecFormerConfig
+
+    torch.manual_seed(0)
+    image_encoder = ImageEncoder(ResNetConfig("basic", (1, 1, 1, 1), 4), crop=24, head=(32, 16))
+    spectrum_encoder = SpecFormer(SpecFormerConfig(embed_dim=16, n_layers=1, n_heads=2))
+    return AstroCLIP(image_encoder, spectrum_encoder, embed_dim=16, n_heads=2).eval()
+
+
+def _embedding_file(path, model, images, flux, ivar, targetids):
+    """What the embed rule writes for these galaxies."""
+    import torch
+
+    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    image, spectrum = model.embed(as_tensor(images), as_tensor(flux), as_tensor(ivar))
+    with h5py.File(path, "w") as h5:
+        h5["TARGETID"] = np.asarray(targetids, dtype=np.int64)
+        h5["image_embedding"] = image.numpy()
+        h5["spectrum_embedding"] = spectrum.numpy()
+
+
+def test_a_cutout_file_finds_its_own_galaxy(small_model, tmp_path):
+    from tests.loopback import cutout_fits_bytes, make_cutout
+
+    positions = [(150.0 + i, 2.0 + 0.5 * i) for i in range(12)]
+    images = np.stack([make_cutout(ra, dec, "grz", 32) for ra, dec in positions])
+    _embedding_file(tmp_path / "e.h5", small_model, images, np.ones((12, 200)), np.ones((12, 200)), range(100, 112))
+    cutout = tmp_path / "query.fits"  # planes written z, g, r: the BAND cards say which is which
+    cutout.write_bytes(cutout_fits_bytes(*positions[7], bands="grz", size=32, order="zgr"))
+    embeddings = read_embedding_files([tmp_path / "e.h5"])
+    table = search_by_embedding(embeddings, embed_cutout(small_model, cutout), "image", k=3)
+    assert table["TARGETID"].iloc[0] == 107 and table["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    small = tmp_path / "small.fits"
+    small.write_bytes(cutout_fits_bytes(*positions[0], bands="grz", size=16))
+    with pytest.raises(ValueError, match="crop 24 is larger than the 16x16"):
+        embed_cutout(small_model, small)
+
+
+def test_a_coadd_spectrum_finds_its_own_galaxy_on_the_models_grid(small_model, tmp_path, capsys):
+    import torch
+
+    from astroclip_pipeline.models.astroclip import save_astroclip
+    from astroclip_pipeline.sources.desi import rebin_spectra, wavelength_grid
+    from astroclip_pipeline.sources.desi_coadd import coadd_targetids, read_coadd
+
+    coadd_path = Path(__file__).parent / "data/desi/coadd-4-80613-thru20210324.fits"
+    (target,) = coadd_targetids(coadd_path)  # the sample file holds one target
+    coadd = read_coadd(coadd_path, [target])
+    # the dataset rows of a model trained on the DESI grid coarsened by 4 (the laptop default): the
+    # coadd's target fifth among five others, its spectrum scaled and tilted
+    flux, ivar = rebin_spectra(coadd.flux, np.where(coadd.mask == 0, coadd.ivar, 0.0), 4)
+    tilts = np.linspace(0.5, 1.5, flux.shape[1])
+    flux = np.concatenate([flux * s * tilts**p for s, p in ((1, 1), (2, -1), (0.5, 2), (1, -2))] + [flux])
+    ivar = np.repeat(ivar, 5, axis=0)
+    targetids = np.array([1, 2, 3, 4, target])
+    images = np.random.default_rng(0).normal(size=(5, 3, 32, 32))
+    _embedding_file(tmp_path / "e.h5", small_model, images, flux, ivar, targetids)
+    dataset = tmp_path / "val.h5"
+    with h5py.File(dataset, "w") as h5:
+        h5["wavelength"] = wavelength_grid(4)
+    model_path = tmp_path / "astroclip.ckpt"
+    save_astroclip(small_model, model_path, settings={})
+
+    command = [str(tmp_path / "e.h5"), "--coadd", str(coadd_path), "--targetid", str(target)]
+    command += ["--model", str(model_path), "--dataset", str(dataset), "--answer", "spectrum", "-k", "2"]
+    assert main(command) == 0
+    first = capsys.readouterr().out.splitlines()[1].split()
+    assert int(first[1]) == target and float(first[2]) == pytest.approx(1.0, abs=1e-4)
+
+    with h5py.File(dataset, "w") as h5:  # a grid that is not the coadd's coarsened
+        h5["wavelength"] = np.linspace(3500, 9900, 1000)
+    with pytest.raises(SystemExit):
+        main(command)
+    assert "does not coarsen onto the model's 1000-pixel grid" in capsys.readouterr().err
+    assert torch.is_grad_enabled()  # the queries leave autograd as they found it
+
+
+def test_rebin_spectra_is_the_inverse_variance_weighted_mean():
+    from astroclip_pipeline.sources.desi import rebin_spectra
+
+    flux = np.array([[1.0, 3.0, 2.0, 5.0, 7.0]])
+    ivar = np.array([[1.0, 3.0, 0.0, 0.0, 2.0]])
+    binned, weight = rebin_spectra(flux, ivar, 2)
+    np.testing.assert_allclose(binned, [[2.5, 0.0]])  # (1*1 + 3*3)/4; no weight: 0
+    np.testing.assert_allclose(weight, [[4.0, 0.0]])

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from ..files import atomic_path
+from ..sources.desi import rebin_spectra
 from .overview import ABSORPTION_LINES, EMISSION_LINES
 from .rgb import legacysurvey_rgb
 from .search import PAIRS
@@ -104,21 +105,18 @@ def cutout_uri(image: np.ndarray, bands: str, quality: int = 75) -> str:
 
 
 def binned_spectra(flux: np.ndarray, ivar: np.ndarray, wavelength: np.ndarray, factor: int):
-    """Inverse-variance-weighted means of ``factor`` adjacent pixels; NaN where no pixel has data.
+    """The spectra as the page draws them: ``factor`` pixels averaged (``rebin_spectra``), NaN
+    where no pixel has data, so that the plot leaves a gap there.
 
     Args:
         flux, ivar: (n, L) in the dataset file's units.
         wavelength: (L,) Å.
     Returns:
-        (wavelength (L // factor,), flux (n, L // factor)) with the trailing pixels dropped.
+        (wavelength (L // factor,), flux (n, L // factor)).
     """
-    length = flux.shape[1] // factor * factor
-    f = flux[:, :length].reshape(len(flux), -1, factor)
-    w = ivar[:, :length].reshape(len(ivar), -1, factor)
-    weight = w.sum(axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        binned = np.where(weight > 0, (f * w).sum(axis=2) / weight, np.nan)
-    return wavelength[:length].reshape(-1, factor).mean(axis=1), binned
+    binned, weight = rebin_spectra(flux, ivar, factor)
+    length = len(wavelength) // factor * factor
+    return wavelength[:length].reshape(-1, factor).mean(axis=1), np.where(weight > 0, binned, np.nan)
 
 
 def quantised(spectra: np.ndarray) -> dict:

@@ -72,3 +72,26 @@ def flag_invalid_pixels(flux, ivar, mask=None) -> tuple[np.ndarray, np.ndarray, 
 def has_valid_pixel(ivar: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per row of (n, n_pix) ivar and mask: True where some pixel has ivar > 0 and mask 0."""
     return np.any((np.asarray(ivar) > 0) & (np.asarray(mask) == 0), axis=-1)
+
+
+def rebin_spectra(flux: np.ndarray, ivar: np.ndarray, rebin: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spectra on a grid coarsened by ``rebin`` (as :func:`wavelength_grid` coarsens it).
+
+    Each new pixel is the inverse-variance-weighted mean of ``rebin`` adjacent pixels, and its ivar
+    the sum of theirs (the inverse variance of that mean); a new pixel without weight gets flux 0
+    and ivar 0. The trailing pixels that do not fill a whole bin are dropped.
+
+    Args:
+        flux, ivar: (..., n_pix) in any flux unit and its inverse square.
+    Returns:
+        (flux, ivar), each (..., n_pix // rebin), float64.
+    """
+    if rebin < 1:
+        raise ValueError(f"rebin must be a positive integer, got {rebin}")
+    n = flux.shape[-1] // rebin
+    f = np.asarray(flux, dtype=np.float64)[..., : n * rebin].reshape(*flux.shape[:-1], n, rebin)
+    w = np.asarray(ivar, dtype=np.float64)[..., : n * rebin].reshape(*flux.shape[:-1], n, rebin)
+    weight = w.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(weight > 0, (f * w).sum(axis=-1) / weight, 0.0)
+    return mean, weight
