@@ -11,4 +11,5 @@ align(
     model_path=snakemake.output.model,
     metrics_path=snakemake.output.metrics,
     settings=dict(snakemake.params.settings),
+    cpu_fallback=snakemake.params.cpu_fallback,
 )

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..files import atomic_path
+from ..files import atomic_path, open_hdf5
 from ..sources.desi import FLUX_UNIT
 from ..sources.shards import read_cutout_shard, read_missing, read_spectra_shard
 from .cuts import apply_cuts
@@ -87,7 +87,7 @@ def build_dataset(
     wavelength = None
     with ExitStack() as stack:
         files = {
-            split: stack.enter_context(h5py.File(stack.enter_context(atomic_path(output_paths[split])), "w"))
+            split: stack.enter_context(open_hdf5(stack.enter_context(atomic_path(output_paths[split])), "w"))
             for split in SPLITS
         }
         writers = {split: _SplitWriter(h5) for split, h5 in files.items()}

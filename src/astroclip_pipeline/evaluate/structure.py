@@ -16,11 +16,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from ..files import atomic_path
+from ..files import atomic_path, open_hdf5
 from .embeddings import read_embeddings
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ def read_dataset_rows(dataset_path: str | Path, rows: Sequence[int], keys: Seque
     the whole file: h5py wants sorted unique indices, so read those and put them back in order."""
     rows = np.asarray(rows, dtype=int)
     unique, inverse = np.unique(rows, return_inverse=True)
-    with h5py.File(dataset_path, "r") as h5:
+    with open_hdf5(dataset_path, "r") as h5:
         missing = [key for key in keys if key not in h5]
         if missing:
             raise KeyError(f"{dataset_path}: no {missing}; expected a dataset file of the build_dataset rule")
@@ -99,7 +98,7 @@ def read_heldout_rows(
 
 
 def dataset_attrs(dataset_path: str | Path) -> dict:
-    with h5py.File(dataset_path, "r") as h5:
+    with open_hdf5(dataset_path, "r") as h5:
         return {"wavelength": h5["wavelength"][()], **{k: h5.attrs[k] for k in h5.attrs}}
 
 

@@ -35,6 +35,7 @@ from .loop import (
     fit,
     input_fingerprint,
     prepare_run_dir,
+    require_gpus,
     settings_from_config,
     split_loader,
     warmup_cosine,
@@ -278,9 +279,14 @@ def align(
     metrics_path: str | Path,
     settings: dict,
     callbacks: Sequence[Callback] = (),
+    cpu_fallback: bool = False,
 ) -> None:
-    """Train (or resume training) the alignment heads and write the AstroCLIP model and the metrics table."""
+    """Train (or resume training) the alignment heads and write the AstroCLIP model and the metrics table.
+
+    ``cpu_fallback`` as in ``require_gpus``: without it, ``gpus`` > 0 and no visible GPU stop at once.
+    """
     s = AlignSettings.from_config(settings)
+    require_gpus(s.gpus, "align", cpu_fallback)
     inputs = input_fingerprint([train_path, val_path, spectrum_encoder_path, image_encoder_path])
     prepare_run_dir(run_dir, {"settings": asdict(s), "inputs": inputs})
     model = build_model(spectrum_encoder_path, image_encoder_path, s)

@@ -30,6 +30,7 @@ from .loop import (
     fit,
     input_fingerprint,
     prepare_run_dir,
+    require_gpus,
     settings_from_config,
     split_loader,
     warmup_cosine,
@@ -177,12 +178,15 @@ def pretrain_images(
     model: dict,
     settings: dict,
     callbacks: Sequence[Callback] = (),
+    cpu_fallback: bool = False,
 ) -> None:
     """Train (or resume training) with MoCo v2 and write the encoder file and the metrics table.
 
-    ``model`` is the ``image_encoder:`` config block, ``settings`` the ``pretrain_images:`` block.
+    ``model`` is the ``image_encoder:`` config block, ``settings`` the ``pretrain_images:`` block;
+    ``cpu_fallback`` as in ``require_gpus``.
     """
     s = ImagePretrainSettings.from_config(settings)
+    require_gpus(s.gpus, "pretrain_images", cpu_fallback)
     model_config, crop = model_config_of(model)
     prepare_run_dir(
         run_dir,

@@ -15,6 +15,7 @@ from .loop import (
     fit,
     input_fingerprint,
     prepare_run_dir,
+    require_gpus,
     settings_from_config,
     split_loader,
     warmup_cosine,
@@ -115,13 +116,16 @@ def pretrain_spectra(
     model: dict,
     settings: dict,
     callbacks: Sequence[Callback] = (),
+    cpu_fallback: bool = False,
 ) -> None:
     """Train (or resume training) and write the encoder file and the metrics table.
 
     ``model`` is the ``spectrum_encoder:`` config block (a preset name and overrides), ``settings``
-    the ``pretrain_spectra:`` block.
+    the ``pretrain_spectra:`` block; ``cpu_fallback`` lets ``gpus`` > 0 train on the CPU when CUDA
+    sees no GPU (``require_gpus``), which otherwise stops at once with a RuntimeError.
     """
     s = PretrainSettings.from_config(settings)
+    require_gpus(s.gpus, "pretrain_spectra", cpu_fallback)
     overrides = {k: v for k, v in model.items() if k != "preset" and v is not None}
     model_config = asdict(SpecFormerConfig.preset(model["preset"], **overrides))
     prepare_run_dir(
