@@ -4,17 +4,26 @@ Each situation is made for real: a second process holding an HDF5 lock, a read-o
 numba cannot write its cache into, config values that the data at hand cannot satisfy.
 """
 
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import h5py
 import pytest
 
 from astroclip_pipeline.data.galaxy_dataset import GalaxyDataset
+from astroclip_pipeline.evaluate.backbone_knn import image_backbone_knn
 from astroclip_pipeline.evaluate.embeddings import read_embeddings
 from astroclip_pipeline.files import HDF5LockError
 from astroclip_pipeline.sources.astroclip_hdf5 import validate_astroclip_hdf5
 from astroclip_pipeline.sources.provabgs import read_provabgs
+from astroclip_pipeline.train.alignment import align
+from astroclip_pipeline.train.image_pretraining import pretrain_images
+from astroclip_pipeline.train.spectrum_pretraining import pretrain_spectra
+
+from .conftest import REPO
 
 # Opens the file for writing, which takes HDF5's exclusive lock, says so, and holds it.
 HOLDER = """
@@ -58,3 +67,85 @@ def test_the_named_fix_for_file_systems_without_locks_opens_the_file(locked_file
     env = {"HDF5_USE_FILE_LOCKING": "FALSE", "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", reader, str(locked_file)], env=env, capture_output=True, text=True)
     assert result.returncode == 0 and int(result.stdout) > 0, result.stderr
+
+
+# Imports umap-learn the way the UMAP rule does, and says what came of it.
+UMAP_CHILD = """
+import numpy as np
+from astroclip_pipeline.evaluate.structure import umap_projection
+umap_projection(np.random.default_rng(0).normal(size=(12, 3)), 4, 0.1, 0)
+"""
+
+
+def test_numba_without_a_writable_cache_names_numba_cache_dir(tmp_path):
+    """umap-learn from a read-only install, with a read-only home: the error names the package
+    file and NUMBA_CACHE_DIR (numba's documented cache location; with it numba compiles afresh,
+    20-35 s, so this test does not try it)."""
+    import umap
+
+    site, home = tmp_path / "site", tmp_path / "home"
+    shutil.copytree(Path(umap.__file__).parent, site / "umap", ignore=shutil.ignore_patterns("__pycache__"))
+    home.mkdir()
+    for path in (site / "umap", site, home):
+        path.chmod(0o555)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_"))}
+    env.update(HOME=str(home), PYTHONPATH=os.pathsep.join([str(site), str(REPO / "src")]))
+    # root writes wherever it likes: without CAP_DAC_OVERRIDE it obeys the read-only modes, as a user does
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv (util-linux): cannot make a directory read-only")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+    run = [*prefix, sys.executable, "-c"]
+    try:
+        failed = subprocess.run([*run, UMAP_CHILD], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        for path in (site / "umap", site, home):
+            path.chmod(0o755)
+    assert failed.returncode != 0
+    assert "cannot write its compilation cache" in failed.stderr and "Set NUMBA_CACHE_DIR" in failed.stderr
+    assert str(site / "umap") in failed.stderr, failed.stderr[-2000:]
+
+
+def _pretrain_spectra(data, tmp_path, settings):
+    pretrain_spectra(data["train"], data["val"], tmp_path / "run", tmp_path / "out.ckpt", tmp_path / "m.csv",
+                     {"preset": "laptop"}, settings)  # fmt: skip
+
+
+def _pretrain_images(data, tmp_path, settings):
+    pretrain_images(data["train"], data["val"], tmp_path / "run", tmp_path / "out.ckpt", tmp_path / "m.csv",
+                    {"preset": "laptop", "crop": 24}, settings)  # fmt: skip
+
+
+def _align(data, tmp_path, settings):
+    align(data["train"], data["val"], tmp_path / "absent-spectrum.ckpt", tmp_path / "absent-image.ckpt",
+          tmp_path / "run", tmp_path / "out.ckpt", tmp_path / "m.csv", settings)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("stage", "train"),
+    [("pretrain_spectra", _pretrain_spectra), ("pretrain_images", _pretrain_images), ("align", _align)],
+)
+def test_a_batch_larger_than_the_training_split_is_named_before_training(tiny_dataset, tmp_path, stage, train):
+    """Batches drop the ragged last one: such a run would train no step and save an untrained model."""
+    with h5py.File(tiny_dataset["train"]) as h5:
+        n_rows = len(h5["TARGETID"])
+    with pytest.raises(ValueError) as caught:
+        train(tiny_dataset, tmp_path, {"batch_size": n_rows + 1})
+    expected = f"config key '{stage}.batch_size': {n_rows + 1} is larger than the {n_rows} training rows of "
+    assert expected + str(tiny_dataset["train"]) in str(caught.value)
+    assert f"at most {n_rows}" in str(caught.value)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out.ckpt").exists()
+
+
+def test_a_knn_k_larger_than_the_reference_set_is_named_before_any_work(tiny_dataset, tmp_path):
+    with h5py.File(tiny_dataset["val"]) as h5:
+        n_references = len(h5["TARGETID"]) // 2
+    with pytest.raises(ValueError) as caught:  # the encoder is not even read
+        image_backbone_knn(tmp_path / "absent.ckpt", tiny_dataset["val"], tmp_path / "knn.csv", n_references + 1, 0)
+    message = str(caught.value)
+    assert (
+        f"config key 'evaluation.knn_neighbours': k = {n_references + 1} is larger than the {n_references}" in message
+    )
+    assert str(tiny_dataset["val"]) in message and f"at most {n_references}" in message

@@ -13,7 +13,7 @@ import torch
 
 from ..files import atomic_path, open_hdf5
 from ..models.image_encoder import ImageEncoder, encode_images, load_image_encoder
-from .knn import knn_r2_table
+from .knn import knn_r2_table, require_references
 
 PROPERTIES = ("Z_HP", "LOGMSTAR")
 MAGNITUDES = ("MAG_G", "MAG_R", "MAG_Z")
@@ -22,6 +22,8 @@ MAGNITUDES = ("MAG_G", "MAG_R", "MAG_Z")
 def image_backbone_knn(
     encoder_path: str | Path, dataset_path: str | Path, output: str | Path, k: int, seed: int
 ) -> None:
+    with open_hdf5(dataset_path, "r") as h5:
+        require_references(k, len(h5["TARGETID"]), str(dataset_path))
     encoder = load_image_encoder(encoder_path)
     torch.manual_seed(seed)
     untrained = ImageEncoder(encoder.backbone.config, encoder.crop, encoder.head_dims).eval()

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..files import atomic_path, open_hdf5
 from .embeddings import read_embeddings
-from .knn import knn_predict, reference_query_split
+from .knn import knn_predict, reference_query_split, require_references
 
 #: Properties predicted when the catalogue has them (the mock survey has all five).
 TARGETS = ("Z_HP", "LOGMSTAR", "SSFR", "AGE", "Z_MW")
@@ -75,6 +75,7 @@ def predict_properties(
     """Long table of predictions: method, target, TARGETID, true, predicted (query half only)."""
     if not np.array_equal(embeddings["TARGETID"], backbone["TARGETID"]):
         raise ValueError("the embedding files and the backbone features hold different galaxies or orders")
+    require_references(k, len(embeddings["TARGETID"]), "the embedding files")
     targets = [t for t in TARGETS if t in embeddings]
     reference, query = reference_query_split(len(embeddings["TARGETID"]), seed)
     image, spectrum = embeddings["image_embedding"], embeddings["spectrum_embedding"]
@@ -152,9 +153,11 @@ def redshift_scores(z_true: np.ndarray, z_pred: np.ndarray) -> dict[str, float]:
 
 
 def write_predictions(embedding_paths, backbone_path, output, k: int, seed: int) -> None:
+    embeddings = held_out(embedding_paths)
+    require_references(k, len(embeddings["TARGETID"]), ", ".join(map(str, embedding_paths)))
     with open_hdf5(backbone_path, "r") as h5:
         backbone = {name: h5[name][()] for name in h5}
-    predictions = predict_properties(held_out(embedding_paths), backbone, k, seed)
+    predictions = predict_properties(embeddings, backbone, k, seed)
     with atomic_path(output) as tmp:
         predictions.to_parquet(tmp, index=False)
 

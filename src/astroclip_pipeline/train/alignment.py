@@ -35,6 +35,7 @@ from .loop import (
     fit,
     input_fingerprint,
     prepare_run_dir,
+    require_full_batch,
     require_gpus,
     settings_from_config,
     split_loader,
@@ -287,6 +288,7 @@ def align(
     """
     s = AlignSettings.from_config(settings)
     require_gpus(s.gpus, "align", cpu_fallback)
+    require_full_batch(len(GalaxyDataset(train_path, fields=(), columns=())), s.batch_size, s.gpus, "align", train_path)
     inputs = input_fingerprint([train_path, val_path, spectrum_encoder_path, image_encoder_path])
     prepare_run_dir(run_dir, {"settings": asdict(s), "inputs": inputs})
     model = build_model(spectrum_encoder_path, image_encoder_path, s)
@@ -295,11 +297,6 @@ def align(
     workers = 0 if (train_cache or val_cache) else s.num_workers
     train = split_loader(AlignmentData(train_path, train_cache), s.batch_size, True, workers)
     val = split_loader(AlignmentData(val_path, val_cache), s.batch_size, False, workers)
-    if len(train) == 0:
-        raise ValueError(
-            f"config key 'align.batch_size': {s.batch_size} is larger than the {len(train.dataset)} "
-            f"training pairs of {train_path}"
-        )
     module = AlignmentModule(model, asdict(s))
     fit(module, train, val, run_dir, s.epochs, gradient_clip=1.0, devices=max(1, s.gpus), seed=s.seed,
         callbacks=callbacks)  # fmt: skip

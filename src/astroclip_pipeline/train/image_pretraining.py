@@ -30,6 +30,7 @@ from .loop import (
     fit,
     input_fingerprint,
     prepare_run_dir,
+    require_full_batch,
     require_gpus,
     settings_from_config,
     split_loader,
@@ -187,6 +188,9 @@ def pretrain_images(
     """
     s = ImagePretrainSettings.from_config(settings)
     require_gpus(s.gpus, "pretrain_images", cpu_fallback)
+    require_full_batch(
+        len(GalaxyDataset(train_path, fields=(), columns=())), s.batch_size, s.gpus, "pretrain_images", train_path
+    )
     model_config, crop = model_config_of(model)
     prepare_run_dir(
         run_dir,

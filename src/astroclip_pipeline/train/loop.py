@@ -235,6 +235,26 @@ def fit(
     return trainer
 
 
+def require_full_batch(n_rows: int, batch_size: int, gpus: int, stage: str, path: str | Path) -> None:
+    """Stop before training unless the training split fills one batch on every GPU.
+
+    Training batches drop the ragged last one, so a ``batch_size`` larger than the split (per GPU:
+    DDP gives each of ``gpus`` processes a share) would train no step at all and save the
+    untrained model as if it were trained.
+
+    Raises:
+        ValueError: naming the config key ``<stage>.batch_size``, the split file and the counts.
+    """
+    devices = max(1, gpus)
+    if n_rows < batch_size * devices:
+        per_gpu = f" x {devices} GPUs" if devices > 1 else ""
+        raise ValueError(
+            f"config key '{stage}.batch_size': {batch_size}{per_gpu} is larger than the {n_rows} training "
+            f"rows of {path}, so no training step would run. Set it to at most {n_rows // devices}, "
+            "or train on more galaxies (dataset.split, or a larger survey)."
+        )
+
+
 def split_loader(dataset, batch_size: int, train: bool, num_workers: int = 0) -> "DataLoader":
     """Batches of a split: shuffled and without a ragged last batch for training, in order for validation."""
     return DataLoader(

@@ -15,6 +15,7 @@ from .loop import (
     fit,
     input_fingerprint,
     prepare_run_dir,
+    require_full_batch,
     require_gpus,
     settings_from_config,
     split_loader,
@@ -126,6 +127,9 @@ def pretrain_spectra(
     """
     s = PretrainSettings.from_config(settings)
     require_gpus(s.gpus, "pretrain_spectra", cpu_fallback)
+    require_full_batch(
+        len(GalaxyDataset(train_path, fields=(), columns=())), s.batch_size, s.gpus, "pretrain_spectra", train_path
+    )
     overrides = {k: v for k, v in model.items() if k != "preset" and v is not None}
     model_config = asdict(SpecFormerConfig.preset(model["preset"], **overrides))
     prepare_run_dir(
