@@ -17,11 +17,12 @@ from astroclip_pipeline.data.galaxy_dataset import GalaxyDataset
 from astroclip_pipeline.evaluate.backbone_knn import image_backbone_knn
 from astroclip_pipeline.evaluate.embeddings import read_embeddings
 from astroclip_pipeline.files import HDF5LockError
+from astroclip_pipeline.models.specformer import SpecFormer, SpecFormerConfig
 from astroclip_pipeline.sources.astroclip_hdf5 import validate_astroclip_hdf5
 from astroclip_pipeline.sources.provabgs import read_provabgs
 from astroclip_pipeline.train.alignment import align
 from astroclip_pipeline.train.image_pretraining import pretrain_images
-from astroclip_pipeline.train.spectrum_pretraining import pretrain_spectra
+from astroclip_pipeline.train.spectrum_pretraining import load_encoder, pretrain_spectra, save_encoder
 
 from .conftest import REPO
 
@@ -149,3 +150,24 @@ def test_a_knn_k_larger_than_the_reference_set_is_named_before_any_work(tiny_dat
         f"config key 'evaluation.knn_neighbours': k = {n_references + 1} is larger than the {n_references}" in message
     )
     assert str(tiny_dataset["val"]) in message and f"at most {n_references}" in message
+
+
+def test_mask_chunks_that_cannot_fit_the_spectra_are_named_before_training(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError) as caught:
+        _pretrain_spectra(tiny_dataset, tmp_path, {"batch_size": 8, "mask_chunks": 6, "mask_chunk_length": 500})
+    message = str(caught.value)
+    assert str(tiny_dataset["train"]) in message and "'pretrain_spectra.mask_chunk_length'" in message
+    assert not (tmp_path / "run/checkpoints").exists()
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0], ids=["truncated", "empty"])
+def test_a_model_file_cut_short_is_named(tmp_path, keep):
+    """An interrupted copy or a full disk: torch says "PytorchStreamReader failed" or EOFError, without the file."""
+    model = SpecFormer(SpecFormerConfig.preset("laptop", embed_dim=16, n_layers=1, n_heads=2))
+    whole, cut = tmp_path / "whole.ckpt", tmp_path / "spectrum_encoder.ckpt"
+    save_encoder(model, whole)
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ValueError) as caught:
+        load_encoder(cut)
+    assert f"{cut}: not a complete torch file" in str(caught.value) and "copy it again" in str(caught.value)

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from ..data.galaxy_dataset import GalaxyDataset
 from ..files import atomic_path
 from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, tokenize
+from ..models.torch_files import read_torch_file
 from .loop import (
     fit,
     input_fingerprint,
@@ -99,7 +100,7 @@ def save_encoder(model: SpecFormer, path: str | Path) -> None:
 
 
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> SpecFormer:
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = read_torch_file(path, map_location)
     for key in ("config", "state_dict"):
         if key not in payload:
             raise KeyError(f"{path}: not a spectrum-encoder file (no {key!r}); expected the output of pretrain_spectra")
@@ -144,6 +145,10 @@ def pretrain_spectra(
     n_pixels = train.dataset[0]["spectrum"].shape[0]
     if n_tokens(n_pixels) > model_config["max_len"]:
         raise ValueError(f"{train_path}: {n_tokens(n_pixels)} tokens exceed max_len {model_config['max_len']}")
+    try:  # the masks of the first step, drawn now: chunks that cannot fit stop the run before training
+        chunk_mask(1, n_tokens(n_pixels), s.mask_chunks, s.mask_chunk_length)
+    except ValueError as err:
+        raise ValueError(f"{train_path}: spectra of {n_pixels} pixels: {err}") from err
     module = SpectrumPretraining(model_config, asdict(s))
     fit(
         module, train, val, run_dir, s.epochs, gradient_clip=s.gradient_clip, devices=max(1, s.gpus), seed=s.seed,
