@@ -12,4 +12,5 @@ align(
     metrics_path=snakemake.output.metrics,
     settings=dict(snakemake.params.settings),
     cpu_fallback=snakemake.params.cpu_fallback,
+    code_version=snakemake.params.code,
 )

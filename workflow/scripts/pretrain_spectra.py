@@ -11,4 +11,5 @@ pretrain_spectra(
     model=dict(snakemake.params.model),
     settings=dict(snakemake.params.settings),
     cpu_fallback=snakemake.params.cpu_fallback,
+    code_version=snakemake.params.code,
 )

@@ -281,16 +281,18 @@ def align(
     settings: dict,
     callbacks: Sequence[Callback] = (),
     cpu_fallback: bool = False,
+    code_version: str | None = None,
 ) -> None:
     """Train (or resume training) the alignment heads and write the AstroCLIP model and the metrics table.
 
     ``cpu_fallback`` as in ``require_gpus``: without it, ``gpus`` > 0 and no visible GPU stop at once.
+    ``code_version`` (the rule's library digest) is part of the run's identity, as in ``pretrain_spectra``.
     """
     s = AlignSettings.from_config(settings)
     require_gpus(s.gpus, "align", cpu_fallback)
     require_full_batch(len(GalaxyDataset(train_path, fields=(), columns=())), s.batch_size, s.gpus, "align", train_path)
     inputs = input_fingerprint([train_path, val_path, spectrum_encoder_path, image_encoder_path])
-    prepare_run_dir(run_dir, {"settings": asdict(s), "inputs": inputs})
+    prepare_run_dir(run_dir, {"settings": asdict(s), "inputs": inputs, "code": code_version})
     model = build_model(spectrum_encoder_path, image_encoder_path, s)
     train_cache, val_cache = frozen_feature_caches(model, [train_path, val_path], s)
     # Cached tensors live in this process's memory; forked workers would copy them, so load in-process.

@@ -180,11 +180,12 @@ def pretrain_images(
     settings: dict,
     callbacks: Sequence[Callback] = (),
     cpu_fallback: bool = False,
+    code_version: str | None = None,
 ) -> None:
     """Train (or resume training) with MoCo v2 and write the encoder file and the metrics table.
 
     ``model`` is the ``image_encoder:`` config block, ``settings`` the ``pretrain_images:`` block;
-    ``cpu_fallback`` as in ``require_gpus``.
+    ``cpu_fallback`` as in ``require_gpus``; ``code_version`` as in ``pretrain_spectra``.
     """
     s = ImagePretrainSettings.from_config(settings)
     require_gpus(s.gpus, "pretrain_images", cpu_fallback)
@@ -199,6 +200,7 @@ def pretrain_images(
             "crop": crop,
             "settings": asdict(s),
             "inputs": input_fingerprint([train_path, val_path]),
+            "code": code_version,
         },
     )
     train = split_loader(GalaxyDataset(train_path, fields=("image",), columns=()), s.batch_size, True, s.num_workers)

@@ -162,13 +162,13 @@ def run_identity(settings: dict) -> dict:
 def prepare_run_dir(run_dir: str | Path, settings: dict) -> None:
     """Keep ``run_dir`` only if it holds a run of the same ``settings``; otherwise empty it.
 
-    ``settings`` is everything that defines the run (model and training settings, the inputs'
-    ``input_fingerprint``); the keys of ``HOW_TO_RUN`` are left out of the comparison, so changing
-    the data-loader workers or the GPU count resumes. A rerun after a config change (Snakemake
-    reruns the rule when its params change) must not resume a model trained with other settings or
-    on other inputs: then everything in the directory goes, the checkpoints, the logs and any
-    ``hpc_ckpt_*.ckpt``, so that no part of the stack can resume from it; so does a directory
-    without a settings record, whose checkpoints cannot be vouched for.
+    ``settings`` is everything that defines the run: model and training settings, the inputs'
+    ``input_fingerprint`` and the version of the code that trains. The keys of ``HOW_TO_RUN`` are
+    left out, so changing the data-loader workers or the GPU count resumes. A rerun after a
+    config or code change (Snakemake reruns the rule when its params change) must not resume a
+    model trained otherwise: then everything in the directory goes, the checkpoints, the logs and
+    any ``hpc_ckpt_*.ckpt``, so that no part of the stack can resume from it; so does a
+    directory without a settings record, whose checkpoints cannot be vouched for.
     """
     run_dir = Path(run_dir)
     record = run_dir / "settings.json"

@@ -119,12 +119,15 @@ def pretrain_spectra(
     settings: dict,
     callbacks: Sequence[Callback] = (),
     cpu_fallback: bool = False,
+    code_version: str | None = None,
 ) -> None:
     """Train (or resume training) and write the encoder file and the metrics table.
 
     ``model`` is the ``spectrum_encoder:`` config block (a preset name and overrides), ``settings``
     the ``pretrain_spectra:`` block; ``cpu_fallback`` lets ``gpus`` > 0 train on the CPU when CUDA
-    sees no GPU (``require_gpus``), which otherwise stops at once with a RuntimeError.
+    sees no GPU (``require_gpus``), which otherwise stops at once with a RuntimeError;
+    ``code_version`` (the rule's library digest) is part of the run's identity: a checkpoint made by
+    other code is not resumed.
     """
     s = PretrainSettings.from_config(settings)
     require_gpus(s.gpus, "pretrain_spectra", cpu_fallback)
@@ -134,7 +137,13 @@ def pretrain_spectra(
     overrides = {k: v for k, v in model.items() if k != "preset" and v is not None}
     model_config = asdict(SpecFormerConfig.preset(model["preset"], **overrides))
     prepare_run_dir(
-        run_dir, {"model": model_config, "settings": asdict(s), "inputs": input_fingerprint([train_path, val_path])}
+        run_dir,
+        {
+            "model": model_config,
+            "settings": asdict(s),
+            "inputs": input_fingerprint([train_path, val_path]),
+            "code": code_version,
+        },
     )
     train = split_loader(
         GalaxyDataset(train_path, fields=("spectrum", "ivar"), columns=()), s.batch_size, True, s.num_workers
