@@ -191,6 +191,7 @@ def _module_file(name):
     return None
 
 
+@functools.cache
 def _imported_modules(path, module_name):
     """Library modules that the Python file `path` (dotted name `module_name`, None for a script) imports
     anywhere in it (function-level imports too), with their parent packages, whose __init__ runs
