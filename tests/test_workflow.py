@@ -134,6 +134,58 @@ def test_second_run_has_nothing_to_do(workdir):
     assert "Nothing to be done" in run_snakemake(workdir, *CI, "-n").stdout
 
 
+def _planned_jobs(result) -> set[str]:
+    """The rules a dry run (-n) would run, from its job table."""
+    table = result.stdout.split("Job stats:", 1)[-1].split("\n\n", 1)[0]
+    return {m for m in re.findall(r"^(\w+)\s+\d+$", table, re.MULTILINE)} - {"all", "total"}
+
+
+def test_a_library_change_reruns_the_rules_that_run_it_and_nothing_upstream(workdir):
+    """The k-NN's code changes (a git pull, an edit): the property predictions and what is made
+    from them rerun, and so does the other rule whose script runs the k-NN; nothing upstream."""
+    knn = workdir / "src/astroclip_pipeline/evaluate/knn.py"
+    source = knn.read_text()
+    try:
+        knn.write_text(source.replace('weights="distance"', 'weights="uniform"'))
+        planned = _planned_jobs(run_snakemake(workdir, *CI, "-n"))
+    finally:
+        knn.write_text(source)
+    downstream = {"property_predictions", "property_r2_table", "photoz_table", "plot_predicted_vs_true"}
+    assert planned == downstream | {"image_backbone_knn"}, planned
+    assert "Nothing to be done" in run_snakemake(workdir, *CI, "-n").stdout
+
+
+def test_every_rule_with_a_script_hashes_the_library_code_it_runs():
+    """A rule added later gets the library trigger by one line: params code=library_code(<its script>)."""
+    for smk in sorted((Path(__file__).parents[1] / "workflow/rules").glob("*.smk")):
+        blocks = re.split(r"^\s*(?=(?:rule|checkpoint) \w+:)", smk.read_text(), flags=re.MULTILINE)
+        for block in blocks:
+            script = re.search(r'script:\s*"\.\./scripts/(\w+\.py)"', block)
+            if script:
+                name = block.split(":", 1)[0]
+                assert f'code=library_code("{script[1]}")' in block, f"{smk.name}: {name} lacks the code param"
+
+
+def test_a_deleted_target_selection_is_not_silently_ignored(workdir):
+    """targets.parquet (the checkpoint's output) deleted and dataset.split changed: Snakemake would
+    say "Nothing to be done" (it treats a deleted checkpoint output as a removed intermediate); the
+    workflow refuses, saying why and how, and --forcerun of the checkpoint remakes it and the data."""
+    targets = workdir / "resources/mock/targets.parquet"
+    (workdir / "split.yaml").write_text("dataset: {split: {train: 0.5, val: 0.25, test: 0.25}}\n")
+    split = (*CI, "split.yaml")  # layered on the ci preset: nothing else changes
+    kept = targets.rename(targets.with_name("kept.parquet"))
+    try:
+        refused = run_snakemake(workdir, "-n", *split, check=False)
+        forced = run_snakemake(workdir, "-n", *split, "--forcerun", "select_mock_targets")
+    finally:
+        kept.rename(targets)
+    assert refused.returncode != 0 and "Nothing to be done" not in refused.stdout
+    message = refused.stdout + refused.stderr
+    assert "resources/mock/targets.parquet (the output of checkpoint select_mock_targets) is missing" in message
+    assert "--forcerun select_mock_targets" in message
+    assert {"select_mock_targets", "build_dataset"} <= _planned_jobs(forced)
+
+
 def _executed_jobs(result) -> dict[str, int]:
     """Rule -> number of jobs a real run executed, from Snakemake's log."""
     counts: dict[str, int] = {}

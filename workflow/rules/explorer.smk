@@ -27,6 +27,7 @@ rule explorer:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("explorer.py"),
         splits=config["structure"]["splits"],
         settings=config["explorer"],
     script:

@@ -20,8 +20,10 @@ if config["image_encoder"]["weights"] is None:
         resources:
             gpu=config["pretrain_images"]["gpus"],
         params:
+            code=library_code("pretrain_images.py"),
             model=config["image_encoder"],
             settings=config["pretrain_images"],
+            cpu_fallback=config["allow_cpu_fallback"],
             run_dir=run_dir_of("encoder"),
         script:
             "../scripts/pretrain_images.py"
@@ -41,6 +43,8 @@ if config["image_encoder"]["weights"] is None:
             "results/logs/plot_image_pretraining.log",
         conda:
             "../../envs/astroclip.yaml"
+        params:
+            code=library_code("plot_training_curves.py"),
         script:
             "../scripts/plot_training_curves.py"
 
@@ -56,6 +60,7 @@ else:
         conda:
             "../../envs/astroclip.yaml"
         params:
+            code=library_code("import_image_encoder.py"),
             model=config["image_encoder"],
         script:
             "../scripts/import_image_encoder.py"
@@ -78,6 +83,7 @@ rule image_backbone_knn:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("image_backbone_knn.py"),
         k=config["evaluation"]["knn_neighbours"],
         seed=config["evaluation"]["seed"],
     script:

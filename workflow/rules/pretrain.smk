@@ -18,8 +18,10 @@ rule pretrain_spectra:
     resources:
         gpu=config["pretrain_spectra"]["gpus"],
     params:
+        code=library_code("pretrain_spectra.py"),
         model=config["spectrum_encoder"],
         settings=config["pretrain_spectra"],
+        cpu_fallback=config["allow_cpu_fallback"],
         # checkpoints live beside the output, not in it, so a failed or requeued job resumes
         run_dir=run_dir_of("encoder"),
     script:
@@ -41,6 +43,8 @@ rule plot_spectrum_pretraining:
         "results/logs/plot_spectrum_pretraining.log",
     conda:
         "../../envs/astroclip.yaml"
+    params:
+        code=library_code("plot_training_curves.py"),
     script:
         "../scripts/plot_training_curves.py"
 
@@ -62,6 +66,7 @@ rule mask_filling_table:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("mask_filling_table.py"),
         mask_chunks=config["pretrain_spectra"]["mask_chunks"],
         mask_chunk_length=config["pretrain_spectra"]["mask_chunk_length"],
         seed=config["pretrain_spectra"]["seed"],
@@ -86,6 +91,7 @@ rule plot_mask_filling:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("plot_mask_filling.py"),
         n_examples=config["report"]["mask_filling_examples"],
         mask_chunks=config["pretrain_spectra"]["mask_chunks"],
         mask_chunk_length=config["pretrain_spectra"]["mask_chunk_length"],

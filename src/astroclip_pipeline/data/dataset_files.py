@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..files import atomic_path
+from ..files import atomic_path, open_hdf5
 from ..sources.desi import FLUX_UNIT
 from ..sources.legacysurvey import band_coverage
 from ..sources.shards import MODEL_BANDS, read_cutout_shard, read_missing, read_spectra_shard
@@ -126,7 +126,7 @@ def build_dataset(
     wavelength = None
     with ExitStack() as stack:
         files = {
-            split: stack.enter_context(h5py.File(stack.enter_context(atomic_path(output_paths[split])), "w"))
+            split: stack.enter_context(open_hdf5(stack.enter_context(atomic_path(output_paths[split])), "w"))
             for split in SPLITS
         }
         writers = {split: _SplitWriter(h5) for split, h5 in files.items()}

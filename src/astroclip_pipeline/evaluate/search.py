@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..files import open_hdf5
 from .embeddings import read_embeddings
 from .structure import dataset_attrs
 
@@ -269,9 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dataset_named_in(embeddings_path: str | Path) -> Path:
-    import h5py
-
-    with h5py.File(embeddings_path, "r") as h5:
+    with open_hdf5(embeddings_path, "r") as h5:
         named = h5.attrs.get("dataset")
     if named is None or not Path(named).exists():
         raise FileNotFoundError(

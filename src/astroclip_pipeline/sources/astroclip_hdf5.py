@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..files import atomic_path
+from ..files import HDF5LockError, atomic_path, open_hdf5
 from .desi import N_PIXELS, wavelength_grid
 from .desi_edr import assign_shards, shard_targets
 from .legacysurvey import NON_FINITE, no_data_reason
@@ -81,7 +81,9 @@ def validate_astroclip_hdf5(path: str | Path, groups=None) -> None:
     Reads metadata only, so it is cheap on the 56 GB file; used to accept a download.
     """
     try:
-        h5 = h5py.File(path, "r")
+        h5 = open_hdf5(path, "r")
+    except HDF5LockError:
+        raise  # a readable file that another process holds: not a format error
     except OSError as err:
         raise AstroclipHdf5FormatError(f"{path}: not a readable HDF5 file ({err})") from err
     with h5:
@@ -107,7 +109,7 @@ def read_index(path: str | Path, groups=None) -> pd.DataFrame:
     """TARGETID, Z_HP, GROUP and ROW of every object of the file (or of the chosen groups)."""
     validate_astroclip_hdf5(path, groups)
     frames = []
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "r") as h5:
         for group in _groups(h5, path, groups):
             targetid = np.asarray(h5[group]["targetids"][()], dtype=np.int64)
             frames.append(
@@ -183,7 +185,7 @@ def convert_spectra_shard(
 ) -> None:
     """Write one shard's spectra (ivar = 1, mask = 0: see the module docstring) and missing list."""
     rows = shard_targets(targets_path, shard)
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "r") as h5:
         flux = _read_rows(h5, rows, "spectra")[..., 0].astype(np.float32)
     shard_data = SpectraShard(
         rows.TARGETID.to_numpy(np.int64), wavelength_grid(), flux, np.ones_like(flux), np.zeros(flux.shape, np.uint32)
@@ -200,7 +202,7 @@ def convert_cutouts_shard(
 ) -> None:
     """Write one shard's cutouts as (n, 3, 152, 152) nanomaggies, and its missing list."""
     rows = shard_targets(targets_path, shard)
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "r") as h5:
         images = np.ascontiguousarray(_read_rows(h5, rows, "images").transpose(0, 3, 1, 2), dtype=np.float32)
     finite = np.isfinite(images).all(axis=(1, 2, 3))
     # the same rules for "no data" as the cutout service's answers (legacysurvey.no_data_reason)

@@ -28,6 +28,8 @@ from astropy.table import Table
 
 from .catalogue import MaskedKeyError, table_columns
 
+from ..files import HDF5LockError, open_hdf5
+
 PROVABGS_URL = "https://data.desi.lbl.gov/public/edr/vac/edr/provabgs/v1.0/BGS_ANY_full.provabgs.sv3.v0.hdf5"
 #: Columns every PROVABGS file must have for the pipeline to use it.
 REQUIRED_COLUMNS = ("TARGETID", "RA", "DEC", "Z_HP", "MAG_G", "MAG_R", "MAG_Z", "PROVABGS_LOGMSTAR")
@@ -114,7 +116,9 @@ def crossmatch_provabgs(targets: pd.DataFrame, provabgs: pd.DataFrame) -> pd.Dat
 
 def _open(path: Path) -> h5py.File:
     try:
-        return h5py.File(path, "r")
+        return open_hdf5(path, "r")
+    except HDF5LockError:
+        raise  # a readable file that another process holds: not a format error
     except OSError as err:
         raise ProvabgsFormatError(f"{path}: not a readable HDF5 file ({err})") from err
 

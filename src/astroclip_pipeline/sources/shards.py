@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..files import atomic_path
+from ..files import atomic_path, open_hdf5
 from .desi import FLUX_UNIT, flag_invalid_pixels, has_valid_pixel
 
 MISSING_COLUMNS = ["TARGETID", "reason"]
@@ -62,7 +62,7 @@ def write_spectra_shard(path: str | Path, shard: SpectraShard, source: str, attr
         array = getattr(shard, name)
         if array.shape != (n, len(shard.wavelength)):
             raise ValueError(f"{path}: {name} has shape {array.shape}, expected {(n, len(shard.wavelength))}")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as h5:
+    with atomic_path(path) as tmp, open_hdf5(tmp, "w", track_order=True) as h5:
         _create(h5, "TARGETID", np.asarray(shard.targetid, dtype=np.int64))
         _create(h5, "wavelength", np.asarray(shard.wavelength, dtype=np.float64))
         _create(h5, "flux", np.asarray(shard.flux, dtype=np.float32), chunk_rows=True)
@@ -101,7 +101,7 @@ def write_spectra_files(
 
 
 def read_spectra_shard(path: str | Path) -> SpectraShard:
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "r") as h5:
         _require(h5, path, ("TARGETID", "wavelength", "flux", "ivar", "mask"))
         return SpectraShard(*(h5[k][()] for k in ("TARGETID", "wavelength", "flux", "ivar", "mask")))
 
@@ -109,7 +109,7 @@ def read_spectra_shard(path: str | Path) -> SpectraShard:
 def write_cutout_shard(path: str | Path, shard: CutoutShard, source: str) -> None:
     if shard.image.ndim != 4 or shard.image.shape[0] != len(shard.targetid):
         raise ValueError(f"{path}: image has shape {shard.image.shape}, expected (n_targets, bands, size, size)")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as h5:
+    with atomic_path(path) as tmp, open_hdf5(tmp, "w", track_order=True) as h5:
         _create(h5, "TARGETID", np.asarray(shard.targetid, dtype=np.int64))
         _create(h5, "image", np.asarray(shard.image, dtype=np.float32), chunk_rows=True)
         h5.attrs["bands"] = shard.bands
@@ -119,7 +119,7 @@ def write_cutout_shard(path: str | Path, shard: CutoutShard, source: str) -> Non
 
 
 def read_cutout_shard(path: str | Path) -> CutoutShard:
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "r") as h5:
         _require(h5, path, ("TARGETID", "image"))
         return CutoutShard(h5["TARGETID"][()], h5["image"][()], str(h5.attrs["bands"]), float(h5.attrs["pixscale"]))
 
