@@ -26,9 +26,8 @@ import numpy as np
 import pandas as pd
 from astropy.table import Table
 
-from .catalogue import MaskedKeyError, table_columns
-
 from ..files import HDF5LockError, open_hdf5
+from .catalogue import MaskedKeyError, table_columns
 
 PROVABGS_URL = "https://data.desi.lbl.gov/public/edr/vac/edr/provabgs/v1.0/BGS_ANY_full.provabgs.sv3.v0.hdf5"
 #: Columns every PROVABGS file must have for the pipeline to use it.
