@@ -31,10 +31,11 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 # What the tests need beyond the venv: Debian's slurm-wlm and munge (the real-SLURM test) and
-# chromium. Installed, quietly, when missing and running as root with apt-get; otherwise a note,
+# chromium with its WebDriver (the report and explorer tests). Installed, quietly, when missing
+# and running as root with apt-get; otherwise a note,
 # and the tests that need them skip saying why.
-TEST_PACKAGES := slurm-wlm munge chromium
-TEST_BINARIES := slurmctld slurmd sinfo munged chromium
+TEST_PACKAGES := slurm-wlm munge chromium chromium-driver
+TEST_BINARIES := slurmctld slurmd sinfo munged chromium chromedriver
 test-deps:
 	@export PATH="$$PATH:/usr/sbin:/sbin"; missing=; \
 	for b in $(TEST_BINARIES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \

@@ -26,6 +26,7 @@ include: "workflow/rules/images.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/structure.smk"
+include: "workflow/rules/explorer.smk"
 
 
 rule all:

@@ -5,8 +5,9 @@ answers in the services' real formats, generated on the fly:
 
 - ``GET /viewer/cutout.fits?ra=..&dec=..&bands=grz&size=N``: a Legacy Survey cutout, one FITS
   primary HDU of big-endian float32 (bands, size, size) in nanomaggies with a TAN WCS and BANDS /
-  BAND0.. cards. Positions with DEC < -80 are outside the footprint (all zeros); DEC > 85 gives
-  NaN pixels.
+  BAND0.. cards. The position says where the survey has no data (:func:`make_cutout`,
+  :func:`cutout_fits_bytes`): outside the footprint, no z, half empty, an image-less answer, an
+  answer without z; DEC > 85 gives NaN pixels.
 - ``GET /files/<path>``: any bytes registered with :meth:`LoopbackServer.add_file` (DESI coadds in
   the archive layout, a PROVABGS HDF5), honouring ``Range: bytes=N-`` and ``bytes=N-M`` with 206 / 416.
 - ``/sparcl/api/{version,datafields,find,spectras}/``: the SPARCL protocol of sparclclient 1.3.1
@@ -51,29 +52,57 @@ PIXSCALE_DEG = 0.262 / 3600
 
 
 def make_cutout(ra: float, dec: float, bands: str = "grz", size: int = 152) -> np.ndarray:
-    """The cutout at (ra, dec) in nanomaggies: noise plus a galaxy-like blob, fixed by the position."""
+    """The cutout at (ra, dec) in nanomaggies: noise plus a galaxy-like blob, each band's plane fixed
+    by the position and the band. Where the survey has no data the planes are 0, by position:
+
+    - DEC < -80: every band (outside the footprint);
+    - -80 <= DEC < -75: the z band (no z exposure there);
+    - -75 <= DEC < -70: the left half of every band (the edge of the footprint);
+    - DEC > 30: the i band (DR10's i covers only part of the sky);
+    - DEC > 85: one NaN pixel in the first band.
+    """
     if dec < -80:
         return np.zeros((len(bands), size, size), np.float32)
-    rng = np.random.default_rng(zlib.crc32(f"{ra:.10f},{dec:.10f},{bands},{size}".encode()))
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
     blob = np.exp(-(xx**2 + yy**2) / (2 * (size / 12) ** 2))
-    image = np.stack([rng.uniform(0.05, 1.0) * blob + rng.normal(0, 0.01, (size, size)) for _ in bands])
+    planes = []
+    for band in bands:
+        rng = np.random.default_rng(zlib.crc32(f"{ra:.10f},{dec:.10f},{band},{size}".encode()))
+        plane = rng.uniform(0.05, 1.0) * blob + rng.normal(0, 0.01, (size, size))
+        if (band == "z" and -80 <= dec < -75) or (band == "i" and dec > 30):
+            plane[:] = 0
+        if -75 <= dec < -70:
+            plane[:, : size // 2] = 0
+        planes.append(plane)
+    image = np.stack(planes)
     if dec > 85:
         image[0, 0, 0] = np.nan
     return image.astype(np.float32)
 
 
-def cutout_fits_bytes(ra: float, dec: float, bands: str = "grz", size: int = 152) -> bytes:
+def cutout_fits_bytes(
+    ra: float, dec: float, bands: str = "grz", size: int = 152, layer: str = "ls-dr9", order: str | None = None
+) -> bytes:
+    """The service's FITS answer. ``order`` writes the planes in another band order (the BAND cards
+    follow), as a reader must select planes by their cards. By position, the answers that hold no
+    data in another way: -70 <= DEC < -65 an image-less FITS file (NAXIS 0), -65 <= DEC < -60 an
+    answer without the z plane."""
     header = fits.Header()
     header["CTYPE1"], header["CTYPE2"] = "RA---TAN", "DEC--TAN"
     header["CRVAL1"], header["CRVAL2"] = ra, dec
     header["CRPIX1"] = header["CRPIX2"] = (size + 1) / 2
     header["CD1_1"], header["CD1_2"], header["CD2_1"], header["CD2_2"] = -PIXSCALE_DEG, 0.0, 0.0, PIXSCALE_DEG
-    header["SURVEY"], header["VERSION"], header["BANDS"] = "LegacySurvey", "DR9", bands
-    for k, band in enumerate(bands):
-        header[f"BAND{k}"] = band
+    header["SURVEY"], header["VERSION"] = "LegacySurvey", layer.removeprefix("ls-").upper()
     buffer = io.BytesIO()
-    fits.PrimaryHDU(make_cutout(ra, dec, bands, size), header=header).writeto(buffer)
+    if -70 <= dec < -65:
+        fits.PrimaryHDU(header=header).writeto(buffer)
+        return buffer.getvalue()
+    written = "".join(b for b in (order or bands) if b in bands and not (b == "z" and -65 <= dec < -60))
+    image = make_cutout(ra, dec, bands, size)[[bands.index(b) for b in written]]
+    header["BANDS"] = written
+    for k, band in enumerate(written):
+        header[f"BAND{k}"] = band
+    fits.PrimaryHDU(image, header=header).writeto(buffer)
     return buffer.getvalue()
 
 
@@ -128,8 +157,10 @@ def make_coadd_fits(targetids, seed: int = 0, mask_dtype=np.uint32, n_diag: int 
     return buffer.getvalue()
 
 
-def make_provabgs_hdf5(path: Path, targetids, seed: int = 0, n_samples: int = 100) -> Path:
-    """A PROVABGS-format catalogue: an astropy HDF5 table with the columns of the EDR VAC."""
+def make_provabgs_hdf5(path: Path, targetids, seed: int = 0, n_samples: int = 100, masked: dict | None = None) -> Path:
+    """A PROVABGS-format catalogue: an astropy HDF5 table with the columns of the EDR VAC.
+    ``masked`` maps column names to the boolean masks its entries get (written as astropy
+    writes masked columns: ``serialize_meta=True``, a ``<name>.mask`` field beside the data)."""
     rng = np.random.default_rng(seed)
     n = len(targetids)
     logm = rng.uniform(8.5, 11.5, n)
@@ -156,6 +187,10 @@ def make_provabgs_hdf5(path: Path, targetids, seed: int = 0, n_samples: int = 10
             "IS_BGS_FAINT": rng.uniform(size=n) >= 0.7,
         }
     )
+    if masked:
+        table = Table(table, masked=True)
+        for name, mask in masked.items():
+            table[name].mask = mask
     with warnings.catch_warnings():
         # astropy warns about its own default table name even when it is given explicitly.
         warnings.filterwarnings("ignore", message="table path was not set")
@@ -172,15 +207,25 @@ SPARCL_FIELDS = {  # science name -> internal name, as /api/datafields/ maps the
     "mask": "mask",
     "wavelength": "wavelength",
     "redshift": "redshift",
+    "survey": "survey",
+    "program": "program",
+    "healpix": "healpix",
 }
 
 
-def make_sparcl_record(targetid: int, seed: int = 0, n_pixels: int = 7781) -> dict:
-    """One DESI-EDR record as the server stores it (science names; the fake maps them)."""
-    rng = np.random.default_rng([seed, targetid % (1 << 32)])
+def make_sparcl_record(
+    targetid: int, seed: int = 0, n_pixels: int = 7781, survey: str = "sv3", program: str = "bright", healpix: int = 0
+) -> dict:
+    """One DESI-EDR record as the server stores it (science names; the fake maps them). A target
+    observed in several surveys/programs has one record per (survey, program), each its own id."""
+    rng = np.random.default_rng([seed, targetid % (1 << 32), zlib.crc32(f"{survey}/{program}".encode())])
+    variant = zlib.crc32(f"{survey}/{program}/{healpix}".encode()) % 10_000
     return {
-        "sparcl_id": f"{targetid:016x}-0000-4000-8000-000000000000",
+        "sparcl_id": f"{targetid:016x}-{variant:04d}-4000-8000-000000000000",
         "specid": int(targetid),
+        "survey": survey,
+        "program": program,
+        "healpix": int(healpix),
         "data_release": "DESI-EDR",
         "flux": rng.normal(1, 0.2, n_pixels).astype(np.float32),
         "ivar": rng.uniform(0.5, 3, n_pixels).astype(np.float32),
@@ -217,8 +262,12 @@ class LoopbackServer:
 
     latency: float = 0.0
     files: dict[str, bytes] = field(default_factory=dict)
-    sparcl_records: dict[int, dict] = field(default_factory=dict)
+    sparcl_records: dict[str, dict] = field(default_factory=dict)
     sparcl_version: str = "14.2"
+    #: band order of the cutout planes (None: as asked), to test selection by the BAND cards
+    cutout_band_order: str | None = None
+    #: science name -> internal name of the DESI-EDR fields /api/datafields/ lists
+    sparcl_fields: dict[str, str] = field(default_factory=lambda: dict(SPARCL_FIELDS))
     requests: list[RequestRecord] = field(default_factory=list)
 
     def __post_init__(self):
@@ -233,7 +282,7 @@ class LoopbackServer:
 
     def add_sparcl(self, records: list[dict]) -> None:
         for record in records:
-            self.sparcl_records[int(record["specid"])] = record
+            self.sparcl_records[str(record["sparcl_id"])] = record
 
     def inject(self, route: str, *faults: Fault) -> None:
         with self._lock:
@@ -343,7 +392,12 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if route == "cutout":
             payload = cutout_fits_bytes(
-                float(query["ra"]), float(query["dec"]), query.get("bands", "grz"), int(query.get("size", 152))
+                float(query["ra"]),
+                float(query["dec"]),
+                query.get("bands", "grz"),
+                int(query.get("size", 152)),
+                query.get("layer", "ls-dr9"),
+                state.cutout_band_order,
             )
             return 200, payload, "application/fits", {}
         if route == "files":
@@ -400,7 +454,7 @@ def _route(path: str) -> str:
 
 
 def _sparcl_answer(state: LoopbackServer, endpoint: str, query: dict, body: bytes):
-    internal = SPARCL_FIELDS
+    internal = state.sparcl_fields
     science = {v: k for k, v in internal.items()}
     if endpoint == "version":
         return 200, state.sparcl_version.encode(), "application/json", {}
@@ -420,13 +474,14 @@ def _sparcl_answer(state: LoopbackServer, endpoint: str, query: dict, body: byte
         specids = {int(s) for s in constraints.get(internal["specid"], [])}
         releases = set(constraints.get(internal["data_release"], ["DESI-EDR"]))
         limit = int(query.get("limit", 500))
-        found = [r for t, r in sorted(state.sparcl_records.items()) if t in specids and r["data_release"] in releases]
+        stored = [r for _, r in sorted(state.sparcl_records.items())]
+        found = [r for r in stored if r["specid"] in specids and r["data_release"] in releases]
         records = [{**{f: r[science[f]] for f in spec["outfields"]}, "_dr": r["data_release"]} for r in found[:limit]]
         return 200, json.dumps([{"status": {"success": True}}, *records]).encode(), "application/json", {}
     if endpoint == "spectras":
         wanted_ids = json.loads(body)
         include = query["include"].split(",")
-        by_uuid = {r["sparcl_id"]: r for r in state.sparcl_records.values()}
+        by_uuid = state.sparcl_records
         records = [
             {**{f: by_uuid[u][science[f]] for f in include}, "_dr": by_uuid[u]["data_release"]}
             for u in wanted_ids

@@ -17,7 +17,7 @@ from astroclip_pipeline.sources.astroclip_hdf5 import (
     validate_astroclip_hdf5,
     write_targets,
 )
-from astroclip_pipeline.sources.desi import wavelength_grid
+from astroclip_pipeline.sources.desi import NONFINITE_FLUX, wavelength_grid
 from astroclip_pipeline.sources.http import Fetcher, RetryPolicy
 from astroclip_pipeline.sources.shards import read_cutout_shard, read_missing, read_spectra_shard
 
@@ -102,18 +102,22 @@ def test_shards_hold_the_files_arrays_channels_first_with_placeholder_ivar(offic
     assert read_missing(out / "smissing-1.csv").empty and read_missing(out / "cmissing-1.csv").empty
 
 
-def test_bad_spectra_and_empty_images_are_listed_as_missing(official):
+def test_bad_spectra_and_empty_images_are_flagged_or_listed_as_missing(official):
     with h5py.File(official["path"], "r+") as h5:
-        h5["0/spectra"][1, 100, 0] = np.nan  # TARGETID 12
+        h5["0/spectra"][1, 100, 0] = np.nan  # TARGETID 12: one pixel without a measurement
+        h5["0/spectra"][4, :, 0] = np.inf  # TARGETID 15: no measurement at all
         h5["0/images"][2] = 0.0  # TARGETID 13
         h5["0/images"][4, 5, 5, 1] = np.inf  # TARGETID 15
     write_targets(official["path"], official["provabgs"], official["targets"], targets_per_shard=10)
     out = official["dir"]
     convert_spectra_shard(official["path"], official["targets"], 0, out / "s.h5", out / "sm.csv")
     convert_cutouts_shard(official["path"], official["targets"], 0, out / "c.h5", out / "cm.csv")
-    assert read_missing(out / "sm.csv").values.tolist() == [[12, "non_finite"]]
+    assert read_missing(out / "sm.csv").values.tolist() == [[15, "no_valid_pixel"]]
     assert read_missing(out / "cm.csv").values.tolist() == [[13, "out_of_footprint"], [15, "non_finite"]]
-    assert 12 not in read_spectra_shard(out / "s.h5").targetid
+    spectra = read_spectra_shard(out / "s.h5")
+    row = spectra.targetid.tolist().index(12)
+    assert spectra.flux[row, 100] == 0 and spectra.ivar[row, 100] == 0 and spectra.mask[row, 100] == NONFINITE_FLUX
+    assert (spectra.ivar[row, np.arange(7781) != 100] == 1).all() and np.isfinite(spectra.flux).all()
     assert not {13, 15} & set(read_cutout_shard(out / "c.h5").targetid)
     assert pd.read_parquet(official["targets"]).SHARD.max() == 0
 

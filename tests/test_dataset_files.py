@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from astroclip_pipeline.data.dataset_files import build_dataset
+from astroclip_pipeline.data.dataset_files import NonFiniteValueError, build_dataset
 from astroclip_pipeline.data.galaxy_dataset import GalaxyDataset
 from astroclip_pipeline.data.split import SPLITS
 from astroclip_pipeline.sources.shards import read_spectra_shard, write_missing
@@ -102,3 +102,88 @@ def test_torch_dataset_with_workers(dataset):
         np.testing.assert_array_equal(item["spectrum"].numpy(), h5["spectrum"][0])
     with pytest.raises(KeyError, match="NOPE"):
         GalaxyDataset(outputs["train"], columns=("NOPE",))
+
+
+@pytest.mark.parametrize("where", ["flux", "ivar", "image"])
+def test_a_non_finite_value_with_weight_stops_the_build_naming_shard_target_and_pixel(tiny_survey, tmp_path, where):
+    # A shard written around the sources' gate (write_spectra_files) with one bad value.
+    from astroclip_pipeline.sources.shards import (
+        CutoutShard,
+        SpectraShard,
+        read_cutout_shard,
+        write_cutout_shard,
+        write_spectra_shard,
+    )
+
+    spectra, cutouts = read_spectra_shard(tiny_survey["spectra"][0]), read_cutout_shard(tiny_survey["cutouts"][0])
+    targets = pd.read_parquet(tiny_survey["targets"])
+    good = targets[(targets.LOGMSTAR > 0) & (targets[["MAG_G", "MAG_R", "MAG_Z"]] > 0).all(axis=1)].TARGETID
+    row = int(np.flatnonzero(np.isin(spectra.targetid, good))[0])
+    pixel = int(np.flatnonzero(spectra.mask[row] == 0)[3])
+    flux, ivar, image = spectra.flux.copy(), spectra.ivar.copy(), cutouts.image.copy()
+    if where == "flux":
+        flux[row, pixel] = np.nan
+    elif where == "ivar":
+        ivar[row, pixel] = np.inf
+    else:
+        image[int(np.flatnonzero(cutouts.targetid == spectra.targetid[row])[0]), 1, 2, 3] = np.nan
+    spectra_path, cutouts_path = tmp_path / "spectra-0.h5", tmp_path / "cutouts-0.h5"
+    write_spectra_shard(spectra_path, SpectraShard(spectra.targetid, spectra.wavelength, flux, ivar, spectra.mask), "t")
+    write_cutout_shard(cutouts_path, CutoutShard(cutouts.targetid, image, cutouts.bands, cutouts.pixscale), "t")
+    outputs = {s: tmp_path / f"{s}.h5" for s in SPLITS}
+    expected_pixel = r"\(1, 2, 3\)" if where == "image" else rf"\({pixel},\)"
+    message = rf"spectra-0.h5.*TARGETID {spectra.targetid[row]} .*{expected_pixel}"
+    with pytest.raises(NonFiniteValueError, match=message):
+        build_dataset(
+            tiny_survey["targets"], [spectra_path], [cutouts_path], tiny_survey["missing"][:1],
+            outputs, tmp_path / "counts.csv", FRACTIONS,
+        )  # fmt: skip
+    assert not any(p.exists() for p in outputs.values())
+
+
+def test_a_non_finite_flux_without_weight_is_written_as_zero(tiny_survey, tmp_path):
+    from astroclip_pipeline.sources.shards import SpectraShard, write_spectra_shard
+
+    spectra = read_spectra_shard(tiny_survey["spectra"][0])
+    flux, mask = spectra.flux.copy(), spectra.mask.copy()
+    flux[:, 5], mask[:, 5] = np.nan, 1  # masked: the dataset gives these pixels ivar 0
+    shard = SpectraShard(spectra.targetid, spectra.wavelength, flux, spectra.ivar, mask)
+    write_spectra_shard(tmp_path / "s.h5", shard, "t")
+    outputs = {s: tmp_path / f"{s}.h5" for s in SPLITS}
+    build_dataset(
+        tiny_survey["targets"], [tmp_path / "s.h5"], tiny_survey["cutouts"][:1], tiny_survey["missing"][:1],
+        outputs, tmp_path / "counts.csv", FRACTIONS,
+    )  # fmt: skip
+    with h5py.File(outputs["train"]) as h5:
+        assert np.isfinite(h5["spectrum"][()]).all()
+        assert (h5["spectrum"][:, 5] == 0).all() and (h5["ivar"][:, 5] == 0).all()
+
+
+def test_the_dataset_reads_g_r_z_by_name_from_any_band_set_and_records_coverage(tiny_survey, dataset, tmp_path):
+    from astroclip_pipeline.sources.shards import CutoutShard, read_cutout_shard, write_cutout_shard
+
+    paths = []
+    for k, path in enumerate(tiny_survey["cutouts"]):
+        cutouts = read_cutout_shard(path)
+        g, r, z = cutouts.image[:, 0], cutouts.image[:, 1], cutouts.image[:, 2]
+        i_band = np.zeros_like(g)  # no i data: a band the models do not read
+        z[:, :, : z.shape[-1] // 4] = 0  # a quarter of z empty: kept, flagged
+        shuffled = CutoutShard(cutouts.targetid, np.stack([z, g, i_band, r], axis=1), "zgir", cutouts.pixscale)
+        paths.append(tmp_path / f"dr10-{k}.h5")
+        write_cutout_shard(paths[-1], shuffled, "test")
+    outputs = {s: tmp_path / f"{s}.h5" for s in SPLITS}
+    build_dataset(
+        tiny_survey["targets"], tiny_survey["spectra"], paths, tiny_survey["missing"],
+        outputs, tmp_path / "counts.csv", FRACTIONS,
+    )  # fmt: skip
+    reference, _, _ = dataset
+    with h5py.File(outputs["train"]) as h5, h5py.File(reference["train"]) as ref:
+        expected = ref["image"][:5]
+        expected[:, 2, :, : expected.shape[-1] // 4] = 0
+        np.testing.assert_array_equal(h5["image"][:5], expected)
+        assert h5.attrs["bands"] == "grz"
+        # each band's fraction of non-zero pixels; the mock's chip-edge artefacts show as < 1
+        image = h5["image"][()]
+        for k, band in enumerate("GRZ"):
+            np.testing.assert_allclose(h5[f"COVERAGE_{band}"][()], (image[:, k] != 0).mean(axis=(1, 2)))
+        assert (h5["COVERAGE_Z"][()] <= 0.75).all() and np.median(h5["COVERAGE_G"][()]) == 1.0

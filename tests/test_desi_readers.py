@@ -1,5 +1,6 @@
 """DESI coadd and redshift-catalogue readers, on the real sample files and on generated ones."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from astroclip_pipeline.sources.desi import wavelength_grid
+from astroclip_pipeline.sources.desi import BAD_IVAR, NO_WEIGHT, NONFINITE_FLUX, flag_invalid_pixels, wavelength_grid
 from astroclip_pipeline.sources.desi_coadd import (
     coadd_groups,
     combine_arms,
@@ -66,7 +67,7 @@ def expected_combination(arms: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_real_coadd_is_read_onto_the_desi_grid():
-    spectra = read_coadd(REAL_COADD, [REAL_TARGETID])
+    spectra = read_coadd(REAL_COADD, [REAL_TARGETID], desi_grid=True)
     assert spectra.flux.shape == spectra.ivar.shape == spectra.mask.shape == (1, 7781)
     assert spectra.flux.dtype == spectra.ivar.dtype == np.float32 and spectra.mask.dtype == np.uint32
     assert np.array_equal(spectra.wavelength, wavelength_grid())
@@ -278,3 +279,147 @@ def test_a_spectra_shard_is_written_from_the_coadds_in_target_order(tmp_path):
     missing = read_missing(tmp_path / "spectra/missing-0.csv")
     assert missing.TARGETID.tolist() == [3, 77]
     assert missing.reason[0].startswith("coadd_not_found") and missing.reason[1].startswith("not_in_coadd")
+
+
+# -- invalid pixels (issue 17, case c1) ------------------------------------------------------------
+
+CASES = Path(__file__).parent / "data" / "cases"
+
+
+def _pixel(wavelength: float) -> int:
+    return int(np.argmin(np.abs(wavelength_grid() - wavelength)))
+
+
+def test_a_coadd_with_nan_flux_and_infinite_ivar_gives_flagged_pixels_and_keeps_the_good_arm():
+    spectra = read_coadd(CASES / "c1_coadd_nonfinite.fits", [REAL_TARGETID])
+    clean = read_coadd(REAL_COADD, [REAL_TARGETID])
+    flux, ivar, mask = spectra.flux[0], spectra.ivar[0], spectra.mask[0]
+    assert np.isfinite(flux).all() and np.isfinite(ivar).all()
+    b_only, r_only = _pixel(4000.0), _pixel(6500.0)
+    assert ivar[b_only] == 0 and flux[b_only] == 0 and mask[b_only] & NONFINITE_FLUX
+    assert ivar[r_only] == 0 and mask[r_only] & BAD_IVAR
+    # in the b/r overlap the valid r arm alone gives the value
+    arms = raw_arms(REAL_COADD)
+    overlap = _pixel(5780.0)
+    r_wave, r_flux, r_ivar, r_mask = arms["r"]
+    r_index = int(np.argmin(np.abs(r_wave - 5780.0)))
+    assert r_mask[r_index] == 0 and mask[overlap] == 0
+    assert flux[overlap] == pytest.approx(r_flux[r_index], rel=1e-6)
+    assert ivar[overlap] == pytest.approx(r_ivar[r_index], rel=1e-6)
+    # every other pixel is the clean file's
+    others = np.setdiff1d(np.arange(len(flux)), [b_only, r_only, overlap])
+    np.testing.assert_array_equal(flux[others], clean.flux[0][others])
+    np.testing.assert_array_equal(mask[others], clean.mask[0][others])
+
+
+@pytest.mark.parametrize(
+    ("flux", "ivar", "mask", "bit"),
+    [
+        (np.nan, 1.0, 0, NONFINITE_FLUX),
+        (np.inf, 1.0, 0, NONFINITE_FLUX),
+        (-np.inf, 1.0, 4, NONFINITE_FLUX),
+        (1e39, 1.0, 0, NONFINITE_FLUX),  # finite in float64, infinite as float32
+        (1.0, np.nan, 0, BAD_IVAR),
+        (1.0, np.inf, 0, BAD_IVAR),
+        (1.0, -2.0, 0, BAD_IVAR),
+        (1.0, 0.0, 0, NO_WEIGHT),
+    ],
+)
+def test_every_kind_of_invalid_pixel_gets_ivar_zero_and_its_bit(flux, ivar, mask, bit):
+    values = np.array([[1.0, flux, 2.0]])
+    ivars = np.array([[1.0, ivar, 1.0]])
+    masks = np.array([[0, mask, 0]])
+    out_flux, out_ivar, out_mask = flag_invalid_pixels(values, ivars, masks)
+    assert np.isfinite(out_flux).all() and np.isfinite(out_ivar).all()
+    assert out_ivar[0, 1] == 0 and out_mask[0, 1] & bit and out_mask[0, 1] & mask == mask
+    assert out_flux.dtype == out_ivar.dtype == np.float32 and out_mask.dtype == np.uint32
+    np.testing.assert_array_equal(out_ivar[0, [0, 2]], [1.0, 1.0])  # the valid pixels untouched
+    np.testing.assert_array_equal(out_mask[0, [0, 2]], [0, 0])
+
+
+def test_an_invalid_arm_never_spoils_the_overlap_whichever_arm_it_is():
+    waves, fluxes, ivars, masks = three_arms()
+    overlap_b = np.flatnonzero(waves["b"] >= waves["r"][0] - 1e-6)[:3]
+    overlap_r = np.arange(3)
+    for bad_arm, good_arm, bad_pix, good_pix in (("b", "r", overlap_b, overlap_r), ("r", "b", overlap_r, overlap_b)):
+        f = {arm: fluxes[arm].copy() for arm in fluxes}
+        i = {arm: ivars[arm].copy() for arm in ivars}
+        f[bad_arm][0, bad_pix[0]] = np.nan
+        i[bad_arm][0, bad_pix[1]] = np.inf
+        i[bad_arm][0, bad_pix[2]] = -1.0
+        wave, flux, ivar, mask = combine_arms(waves, f, i, masks)
+        where = np.searchsorted(wave, waves[good_arm][good_pix])
+        np.testing.assert_allclose(flux[0, where], fluxes[good_arm][0, good_pix], rtol=1e-6)
+        np.testing.assert_allclose(ivar[0, where], ivars[good_arm][0, good_pix], rtol=1e-6)
+        assert not mask[0, where].any()
+
+
+def test_coadd_arm_combination_matches_desispec_coadd_cameras_on_the_real_coadd():
+    coaddition = pytest.importorskip("desispec.coaddition", reason="desispec (test-only dependency) not installed")
+    from desispec.io import read_spectra
+
+    reference = coaddition.coadd_cameras(read_spectra(str(REAL_COADD)))
+    ours = read_coadd(REAL_COADD, [REAL_TARGETID])
+    np.testing.assert_allclose(reference.wave["brz"], wavelength_grid(), atol=1e-4)
+    np.testing.assert_allclose(ours.flux[0], reference.flux["brz"][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.ivar[0], reference.ivar["brz"][0], rtol=1e-5)
+    pipeline_bits = NONFINITE_FLUX | BAD_IVAR | NO_WEIGHT
+    np.testing.assert_array_equal(ours.mask[0] & ~np.uint32(pipeline_bits), reference.mask["brz"][0])
+
+
+def test_one_bad_target_never_aborts_a_coadd_shard(tmp_path):
+    path = mirror(tmp_path, "sv3", "bright", 100, make_coadd_fits([1, 2, 2, 5, 9], seed=1))
+    with fits.open(path, mode="update") as hdul:
+        for arm in "BRZ":
+            hdul[f"{arm}_FLUX"].data[3] = np.nan  # TARGETID 5: no finite flux in any arm
+    targets = pd.DataFrame({"TARGETID": [9, 2, 5, 1], "SURVEY": "sv3", "PROGRAM": "bright", "HEALPIX": 100})
+    write_coadd_spectra_shard(targets, tmp_path, tmp_path / "shard-0.h5", tmp_path / "missing-0.csv")
+    shard = read_spectra_shard(tmp_path / "shard-0.h5")
+    assert shard.targetid.tolist() == [9, 1]
+    assert np.isfinite(shard.flux).all() and np.isfinite(shard.ivar).all()
+    missing = read_missing(tmp_path / "missing-0.csv").set_index("TARGETID").reason
+    assert missing[2].startswith("several_rows_in_coadd: 2 rows") and missing[5] == "no_valid_pixel"
+
+
+# -- any valid spectra file (issue 17, part 5) ------------------------------------------------------
+
+
+def _edited_coadd(path: Path, edit) -> Path:
+    with fits.open(io.BytesIO(make_coadd_fits([1, 2], seed=3))) as hdul:
+        hdus = fits.HDUList([hdu.copy() for hdu in edit(hdul)])
+        hdus.writeto(path)
+    return path
+
+
+def test_a_spectra_file_with_other_cameras_is_read_and_the_desi_grid_is_checked_only_when_asked(tmp_path):
+    path = _edited_coadd(tmp_path / "coadd.fits", lambda hdul: [h for h in hdul if not h.name.startswith("Z_")])
+    spectra = read_coadd(path, [2])
+    assert spectra.wavelength[0] == 3600.0 and spectra.wavelength[-1] == pytest.approx(5760.0 + 0.8 * 2325)
+    assert spectra.flux.shape == (1, len(spectra.wavelength))
+    with pytest.raises(ValueError, match=r"coadd.fits: the joined arms give 5026 pixels .* expected the DESI grid"):
+        read_coadd(path, [2], desi_grid=True)
+
+
+def test_flux_units_are_converted_by_astropy_and_a_file_without_masks_is_read(tmp_path):
+    def to_cgs(hdul):
+        for arm in "BRZ":
+            hdul[f"{arm}_FLUX"].data = hdul[f"{arm}_FLUX"].data * 1e-17
+            hdul[f"{arm}_FLUX"].header["BUNIT"] = "erg/(s cm2 Angstrom)"
+            hdul[f"{arm}_IVAR"].data = hdul[f"{arm}_IVAR"].data * 1e34
+        return hdul
+
+    reference = read_coadd(_edited_coadd(tmp_path / "desi.fits", lambda hdul: hdul), [1])
+    converted = read_coadd(_edited_coadd(tmp_path / "cgs.fits", to_cgs), [1])
+    np.testing.assert_allclose(converted.flux, reference.flux, rtol=1e-5)
+    np.testing.assert_allclose(converted.ivar, reference.ivar, rtol=1e-4)
+    np.testing.assert_array_equal(converted.mask, reference.mask)
+    without_masks = _edited_coadd(tmp_path / "nomask.fits", lambda hdul: [h for h in hdul if "_MASK" not in h.name])
+    unmasked = read_coadd(without_masks, [1])
+    assert unmasked.flux.shape == (1, 7781) and not unmasked.mask.any()  # no MASK HDUs: no survey bits
+
+    def in_adu(hdul):
+        hdul["B_FLUX"].header["BUNIT"] = "adu"
+        return hdul
+
+    with pytest.raises(ValueError, match=r"\[B_FLUX\]: BUNIT 'adu' is not a flux density"):
+        read_coadd(_edited_coadd(tmp_path / "adu.fits", in_adu), [1])

@@ -1,6 +1,7 @@
 """The polite HTTP client and the cutout shard downloader against the loopback services."""
 
 import email.utils
+import io
 import os
 import re
 import signal
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from astropy.io import fits
+from urllib3.util.retry import RequestHistory
 
 from astroclip_pipeline.sources.http import (
     DownloadError,
@@ -21,16 +24,22 @@ from astroclip_pipeline.sources.http import (
     PayloadError,
     RetryPolicy,
     TokenBucket,
+    fetcher_from_config,
+    package_version,
     parse_retry_after,
 )
 from astroclip_pipeline.sources.legacysurvey import (
     CutoutError,
     CutoutSpec,
     IncompleteShardError,
+    MissingBandError,
+    NoImageError,
     NonFiniteCutoutError,
+    band_coverage,
     cutout_url,
     download_cutout_shard,
     is_out_of_footprint,
+    no_data_reason,
     read_cutout_fits,
 )
 from astroclip_pipeline.sources.shards import read_cutout_shard, read_missing
@@ -85,19 +94,30 @@ def reference(tmp_path_factory) -> tuple[bytes, bytes]:
 # -- the HTTP client -------------------------------------------------------------------------------
 
 
-def test_requests_name_the_project_in_the_user_agent(server):
-    fetcher().get(cutout_url(10, 0, CutoutSpec(size=SIZE, service=server.cutout_service)))
-    agent = server.requests[0].headers["User-Agent"]
-    assert re.fullmatch(r"astroclip-pipeline/[\w.+-]+ \(\+https://github\.com/\S+\)", agent), agent
+def test_requests_name_this_project_its_version_and_the_users_contact(server):
+    url = cutout_url(10, 0, CutoutSpec(size=SIZE, service=server.cutout_service))
+    fetcher().get(url)
+    fetcher(contact="astro@example.org").get(url)
+    anonymous, signed = (r.headers["User-Agent"] for r in server.requests)
+    version = re.escape(package_version())
+    pattern = rf"astroclip-pipeline/{version} \(AstroCLIP reproduction [^;)]*\) python-requests/\S+"
+    assert re.fullmatch(pattern, anonymous), anonymous
+    assert "; contact: astro@example.org)" in signed
+    assert "PolymathicAI" not in anonymous + signed  # the upstream project is not who is calling
+    downloads = {
+        "max_workers": 1, "requests_per_second": None, "burst": 1, "connect_timeout": 1, "read_timeout": 1,
+        "attempts": 2, "backoff_base": 0.01, "backoff_max": 0.1, "contact": "https://example.org/me",
+    }  # fmt: skip
+    assert "; contact: https://example.org/me) python-requests/" in fetcher_from_config(downloads).user_agent
 
 
 def test_retry_after_is_read_in_seconds_and_http_date_form():
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("120") == 120
-    later = email.utils.format_datetime(now + timedelta(seconds=45), usegmt=True)
-    assert parse_retry_after(later, now=now) == pytest.approx(45)
-    assert parse_retry_after(email.utils.format_datetime(now - timedelta(seconds=5), usegmt=True), now=now) == 0
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=45), usegmt=True)
+    assert parse_retry_after(later) == pytest.approx(45, abs=1.5)
+    assert parse_retry_after(email.utils.format_datetime(datetime.now(UTC) - timedelta(seconds=5), usegmt=True)) == 0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert parse_retry_after("100000") == RetryPolicy().retry_after_max
 
 
 def test_token_bucket_spaces_requests_at_the_rate():
@@ -180,13 +200,21 @@ def test_read_cutout_fits_returns_native_float32_nanomaggies():
     assert np.array_equal(image, make_cutout(10, 1, "grz", SIZE))
 
 
+def _with_card(body: bytes, key: str, value) -> bytes:
+    with fits.open(io.BytesIO(body)) as hdul:
+        hdul[0].header[key] = value
+        out = io.BytesIO()
+        hdul.writeto(out)
+    return out.getvalue()
+
+
 @pytest.mark.parametrize(
     "body, message",
     [
         (b"<!DOCTYPE html><html>Service unavailable</html>", "HTML page"),
         (b"\x00\x01 binary junk", "not a FITS file"),
         (cutout_fits_bytes(10, 1, "grz", SIZE)[:-5000], "truncated"),
-        (cutout_fits_bytes(10, 1, "gr", SIZE), r"shape \(2, 32, 32\), expected \(3, 32, 32\)"),
+        (_with_card(cutout_fits_bytes(10, 1, "grz", SIZE), "BUNIT", "adu"), "BUNIT='adu'"),
     ],
 )
 def test_malformed_cutouts_are_rejected_with_the_reason(body, message):
@@ -398,3 +426,94 @@ def test_a_file_that_never_validates_is_reported_and_not_kept(server, tmp_path):
 def test_a_missing_big_file_is_a_final_error(server, tmp_path):
     with pytest.raises(HTTPStatusError, match="HTTP 404"):
         fetcher().download_file(f"{server.url}/files/absent.h5", tmp_path / "absent.h5", progress=False)
+
+
+# -- any valid cutout; "no data" in each of its forms; DR10 (issue 17, case c6) --------------------
+
+CASES = Path(__file__).parent / "data" / "cases"
+
+
+def test_a_valid_cutout_is_read_as_it_is_and_expectations_are_checked_only_when_asked():
+    two_bands = cutout_fits_bytes(10, 1, "gr", SIZE)
+    image = read_cutout_fits(two_bands)
+    assert image.shape == (2, SIZE, SIZE) and np.array_equal(image, make_cutout(10, 1, "gr", SIZE))
+    with pytest.raises(MissingBandError, match="no z plane; the file holds bands 'gr'"):
+        read_cutout_fits(two_bands, "grz")
+    with pytest.raises(CutoutError, match=r"image is \(32, 32\), expected \(64, 64\)"):
+        read_cutout_fits(two_bands, size=64)
+    with pytest.raises(NoImageError, match="no image"):
+        read_cutout_fits(cutout_fits_bytes(10, -67.0, "grz", SIZE))
+
+
+def test_planes_are_selected_by_their_band_cards_never_by_position():
+    body = cutout_fits_bytes(10, 1, "griz", SIZE, layer="ls-dr10", order="zirg")
+    assert np.array_equal(read_cutout_fits(body)[0], make_cutout(10, 1, "z", SIZE)[0])  # file order
+    np.testing.assert_array_equal(read_cutout_fits(body, "grz"), make_cutout(10, 1, "griz", SIZE)[[0, 1, 3]])
+
+
+def test_a_cutout_with_an_all_zero_z_band_is_no_measurement():
+    image = read_cutout_fits(CASES / "c6_cutout_no_z_coverage.fits", "grz", 152)
+    np.testing.assert_array_equal(band_coverage(image), [1.0, 1.0, 0.0])
+    assert no_data_reason(image, "grz") == "no_data_in_band: z"
+    assert no_data_reason(image[:2], "gr") is None
+
+
+# One target per form in which the survey has no data at a position (see loopback.make_cutout).
+NO_DATA = pd.DataFrame(
+    {
+        "TARGETID": [1, 2, 3, 4, 5, 6, 7],
+        "RA": [10.0, 10.1, 10.2, 10.3, 10.4, 10.5, 10.6],
+        "DEC": [1.0, -85.0, -77.0, -72.0, -67.0, -62.0, -50.0],
+        "SHARD": 0,
+    }
+)
+
+
+def test_each_form_of_no_data_is_missing_or_kept_and_flagged_through_the_service(server, tmp_path):
+    server.inject("cutout", *[Fault("status", 404)])  # the first request: a final "not found"
+    spec = CutoutSpec(size=SIZE, service=server.cutout_service)
+    client = fetcher(max_workers=1)
+    targets = pd.concat([NO_DATA.iloc[[6]], NO_DATA.iloc[:6]], ignore_index=True)  # 7 is asked first
+    download_cutout_shard(targets, 0, tmp_path, client, spec, progress=False)
+    shard = read_cutout_shard(tmp_path / "shard-0.h5")
+    missing = read_missing(tmp_path / "missing-0.csv").set_index("TARGETID").reason.to_dict()
+    assert missing == {
+        7: "http_404",
+        2: "out_of_footprint",
+        3: "no_data_in_band: z",
+        5: "no_image",
+        6: "no_data_in_band: z (not in the answer)",
+    }
+    assert shard.targetid.tolist() == [1, 4]  # the edge of the footprint is kept, flagged by coverage
+    np.testing.assert_allclose(band_coverage(shard.image), [[1, 1, 1], [0.5, 0.5, 0.5]])
+
+
+def test_dr10_cutouts_keep_griz_in_order_whatever_order_the_service_writes(server, tmp_path):
+    server.cutout_band_order = "zirg"
+    spec = CutoutSpec(layer="ls-dr10", bands="griz", size=SIZE, service=server.cutout_service)
+    targets = pd.DataFrame({"TARGETID": [1, 2], "RA": [10.0, 10.1], "DEC": [1.0, 40.0], "SHARD": 0})
+    download_cutout_shard(targets, 0, tmp_path, fetcher(), spec, progress=False)
+    shard = read_cutout_shard(tmp_path / "shard-0.h5")
+    assert shard.bands == "griz" and shard.targetid.tolist() == [1, 2]  # no i at DEC 40: kept
+    np.testing.assert_array_equal(shard.image[0], make_cutout(10.0, 1.0, "griz", SIZE))
+    np.testing.assert_array_equal(band_coverage(shard.image[1]), [1.0, 1.0, 0.0, 1.0])
+    assert all("layer=ls-dr10" in r.path and "bands=griz" in r.path for r in server.requests)
+    with pytest.raises(ValueError, match="the models' 'grz' among them"):
+        CutoutSpec(layer="ls-dr10", bands="gri")
+
+
+def test_the_retry_policy_is_urllib3s_retry_with_the_documented_waits():
+    retry = RetryPolicy(attempts=4, backoff_base=1.0, backoff_max=3.0, jitter=0.0).urllib3_retry()
+    failed = RequestHistory("GET", "/", None, 503, None)
+    assert [retry.new(history=(failed,) * k).get_backoff_time() for k in (1, 2, 3, 4)] == [0, 1, 2, 3]
+    assert retry.total == 3 and retry.is_retry("POST", 503) and retry.is_retry("GET", 425)
+    assert not retry.is_retry("GET", 404)
+
+
+def test_a_target_off_the_sky_is_listed_and_the_shard_completes(server, tmp_path):
+    targets = pd.DataFrame({"TARGETID": [1, 2], "RA": [400.0, 10.0], "DEC": [1.0, 1.0], "SHARD": 0})
+    spec = CutoutSpec(size=SIZE, service=server.cutout_service)
+    download_cutout_shard(targets, 0, tmp_path, fetcher(), spec, progress=False)
+    assert read_cutout_shard(tmp_path / "shard-0.h5").targetid.tolist() == [2]
+    [(targetid, reason)] = read_missing(tmp_path / "missing-0.csv").values.tolist()
+    assert targetid == 1 and reason.startswith("bad_position: cutout position ra=400.0")

@@ -1,4 +1,5 @@
-"""Training killed by a real signal resumes from its checkpoint; SIGUSR1 under SLURM saves and requeues.
+"""Training killed by a real signal resumes from its checkpoint; SIGUSR1 under SLURM saves and requeues;
+a rerun resumes only a run of the same settings; a GPU asked for and not there stops the run.
 
 Each test runs spectrum pretraining in a child process, sends it a signal mid-epoch, and reruns it.
 """
@@ -41,17 +42,25 @@ class Watch(Callback):
 
 try:
     pretrain_spectra(args["train"], args["val"], args["run_dir"], args["encoder"], args["metrics"],
-                     args["model"], args["settings"], callbacks=[Watch()])
+                     args["model"], args["settings"], callbacks=[Watch()], cpu_fallback=args["cpu_fallback"])
 finally:
     Path(args["steps"]).write_text(str(Watch.steps))
 """
 
 
-def _start(tiny_dataset, tmp_path: Path, mark: int | None, env: dict | None = None) -> tuple[subprocess.Popen, dict]:
+def _start(
+    tiny_dataset,
+    tmp_path: Path,
+    mark: int | None,
+    env: dict | None = None,
+    settings: dict = SETTINGS,
+    cpu_fallback: bool = False,
+) -> tuple[subprocess.Popen, dict]:
     args = {
         "train": str(tiny_dataset["train"]), "val": str(tiny_dataset["val"]), "run_dir": str(tmp_path / "run"),
         "encoder": str(tmp_path / "encoder.ckpt"), "metrics": str(tmp_path / "metrics.csv"), "model": MODEL,
-        "settings": SETTINGS, "mark": mark, "marker": str(tmp_path / "marker"), "steps": str(tmp_path / "steps"),
+        "settings": settings, "mark": mark, "marker": str(tmp_path / "marker"), "steps": str(tmp_path / "steps"),
+        "cpu_fallback": cpu_fallback,
     }  # fmt: skip
     (tmp_path / "marker").unlink(missing_ok=True)
     process = subprocess.Popen(
@@ -96,8 +105,10 @@ def _step_of(path: Path) -> int:
     return torch.load(path, weights_only=False, map_location="cpu")["global_step"]
 
 
-def _rerun_and_check(tiny_dataset, tmp_path: Path, resumed_from: int) -> None:
-    process, args = _start(tiny_dataset, tmp_path, mark=None)
+def _rerun_and_check(
+    tiny_dataset, tmp_path: Path, resumed_from: int, env: dict | None = None, settings: dict = SETTINGS
+) -> None:
+    process, args = _start(tiny_dataset, tmp_path, mark=None, env=env, settings=settings)
     code, out = _finish(process)
     assert code == 0, f"rerun failed ({code}):\n{out[-3000:]}"
     total = SETTINGS["epochs"] * _steps_per_epoch(tiny_dataset)
@@ -132,8 +143,8 @@ def test_sigkill_mid_epoch_resumes_from_the_last_epoch_checkpoint(tiny_dataset, 
     _rerun_and_check(tiny_dataset, tmp_path, resumed_from=saved)
 
 
-def test_sigusr1_under_slurm_saves_a_checkpoint_and_requeues_the_job(tiny_dataset, tmp_path):
-    """Lightning's SLURM support, as fit() sets it up when SLURM_JOB_ID is set (scontrol is a stand-in)."""
+def _slurm_env(tmp_path: Path) -> tuple[dict, Path]:
+    """The environment of a SLURM job step, with a stand-in `scontrol` that records its calls."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "scontrol-calls"
@@ -142,19 +153,72 @@ def test_sigusr1_under_slurm_saves_a_checkpoint_and_requeues_the_job(tiny_datase
     scontrol.chmod(0o755)
     env = {**_clean_env(), "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "pretrain_spectra"}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    process, args = _start(tiny_dataset, tmp_path, mark=MARK_STEP, env=env)
-    _wait_for_marker(process, tmp_path / "marker")
+    return env, calls
+
+
+def _warn_with_sigusr1(process: subprocess.Popen, calls: Path, run_dir: str) -> Path:
+    """SLURM's warning signal: Lightning saves hpc_ckpt_N.ckpt and calls `scontrol requeue`."""
     process.send_signal(signal.SIGUSR1)
     deadline = time.monotonic() + 60
     while not calls.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert calls.exists(), "SIGUSR1 did not make Lightning run `scontrol requeue`"
     assert calls.read_text().split() == ["requeue", "4242"]
-    hpc = sorted(Path(args["run_dir"]).glob("hpc_ckpt_*.ckpt"))
+    hpc = sorted(Path(run_dir).glob("hpc_ckpt_*.ckpt"))
     assert hpc and _step_of(hpc[-1]) >= MARK_STEP, f"no hpc checkpoint at step >= {MARK_STEP}: {hpc}"
+    return hpc[-1]
+
+
+def test_sigusr1_under_slurm_saves_a_checkpoint_and_requeues_the_job(tiny_dataset, tmp_path):
+    """Lightning's SLURM support, as fit() sets it up when SLURM_JOB_ID is set (scontrol is a stand-in)."""
+    env, calls = _slurm_env(tmp_path)
+    process, args = _start(tiny_dataset, tmp_path, mark=MARK_STEP, env=env)
+    _wait_for_marker(process, tmp_path / "marker")
+    hpc = _warn_with_sigusr1(process, calls, args["run_dir"])
     process.send_signal(signal.SIGTERM)  # what SLURM sends when it requeues the job
     _finish(process)
     assert not Path(args["encoder"]).exists(), "training finished although SLURM requeued it"
     saved = _step_of(last_checkpoint(args["run_dir"]))
-    assert saved >= _step_of(hpc[-1])
+    assert saved >= _step_of(hpc)
     _rerun_and_check(tiny_dataset, tmp_path, resumed_from=saved)
+
+
+def test_changed_settings_after_sigusr1_start_afresh_under_slurm(tiny_dataset, tmp_path):
+    """SIGUSR1 leaves hpc_ckpt_N.ckpt, the job then dies (SIGKILL: no last.ckpt of its step), and the
+    rule reruns in a SLURM job with another learning rate: it must train every step from scratch,
+    although Lightning under SLURM resumes from any hpc checkpoint it finds."""
+    env, calls = _slurm_env(tmp_path)
+    process, args = _start(tiny_dataset, tmp_path, mark=MARK_STEP, env=env)
+    _wait_for_marker(process, tmp_path / "marker")
+    _warn_with_sigusr1(process, calls, args["run_dir"])
+    process.send_signal(signal.SIGKILL)
+    _finish(process)
+    _rerun_and_check(tiny_dataset, tmp_path, resumed_from=0, env=env, settings={**SETTINGS, "lr": 5e-4})
+    assert not list(Path(args["run_dir"]).glob("hpc_ckpt_*.ckpt")), "the old run's hpc checkpoint is still there"
+
+
+def test_a_rerun_changing_only_how_to_run_resumes_from_the_newest_checkpoint(tiny_dataset, tmp_path):
+    """SIGUSR1, then the job dies before its SIGTERM checkpoint: hpc_ckpt_N.ckpt is the newest, and a
+    rerun that changes only the data-loader workers (how to run, not what) resumes from it."""
+    env, calls = _slurm_env(tmp_path)
+    process, args = _start(tiny_dataset, tmp_path, mark=MARK_STEP, env=env)
+    _wait_for_marker(process, tmp_path / "marker")
+    hpc = _warn_with_sigusr1(process, calls, args["run_dir"])
+    process.send_signal(signal.SIGKILL)
+    _finish(process)
+    saved = _step_of(hpc)
+    assert saved > _step_of(last_checkpoint(args["run_dir"])), "last.ckpt is not older than the hpc checkpoint"
+    _rerun_and_check(tiny_dataset, tmp_path, resumed_from=saved, settings={**SETTINGS, "num_workers": 1})
+
+
+def test_a_gpu_asked_for_on_a_node_without_one_stops_at_once(tiny_dataset, tmp_path):
+    """gpus: 1 where CUDA sees no device (CUDA_VISIBLE_DEVICES empty) is an error naming the rule, the
+    config key and what CUDA reports, before any training or file; allow_cpu_fallback trains on."""
+    env = {**_clean_env(), "CUDA_VISIBLE_DEVICES": ""}
+    process, args = _start(tiny_dataset, tmp_path, mark=None, env=env, settings={**SETTINGS, "gpus": 1})
+    code, out = _finish(process)
+    assert code != 0, f"training with gpus: 1 and no GPU did not stop:\n{out[-2000:]}"
+    assert "RuntimeError: rule pretrain_spectra: config key 'pretrain_spectra.gpus' asks for 1 GPU(s)" in out, out
+    assert "torch.cuda.is_available() = False" in out and "CUDA_VISIBLE_DEVICES=" in out, out
+    assert "allow_cpu_fallback" in out
+    assert not Path(args["run_dir"]).exists() and int(Path(args["steps"]).read_text()) == 0

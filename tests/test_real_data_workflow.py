@@ -104,23 +104,27 @@ def _zcatalog_fits(galaxies: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def edr(tmp_path_factory):
-    """Loopback services holding a tiny EDR: 40 galaxies in two healpix coadds, 36 of them in
-    PROVABGS, one outside the imaging footprint, one unknown to SPARCL."""
-    rng = np.random.default_rng(5)
-    n = 40
-    galaxies = pd.DataFrame(
+def _galaxies(n: int, first_id: int, healpix: tuple[int, int], seed: int) -> pd.DataFrame:
+    """``n`` sv3/bright galaxies alternating between two healpix pixels, at random positions."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
         {
-            "TARGETID": np.arange(1001, 1001 + n, dtype=np.int64),
+            "TARGETID": np.arange(first_id, first_id + n, dtype=np.int64),
             "SURVEY": "sv3",
             "PROGRAM": "bright",
-            "HEALPIX": np.where(np.arange(n) % 2 == 0, *HEALPIX).astype(np.int64),
+            "HEALPIX": np.where(np.arange(n) % 2 == 0, *healpix).astype(np.int64),
             "TARGET_RA": rng.uniform(150, 160, n),
             "TARGET_DEC": rng.uniform(0, 5, n),
             "Z": rng.uniform(0.05, 0.4, n),
         }
     )
+
+
+@pytest.fixture(scope="module")
+def edr(tmp_path_factory):
+    """Loopback services holding a tiny EDR: 40 galaxies in two healpix coadds, 36 of them in
+    PROVABGS, one outside the imaging footprint, one unknown to SPARCL."""
+    galaxies = _galaxies(40, 1001, HEALPIX, seed=5)
     galaxies.loc[3, "TARGET_DEC"] = -85.0  # the loopback cutout service has no data there
     in_provabgs = galaxies.TARGETID[:36].tolist() + [7777]
     provabgs = make_provabgs_hdf5(tmp_path_factory.mktemp("provabgs") / "provabgs.hdf5", in_provabgs, seed=2)
@@ -131,7 +135,13 @@ def edr(tmp_path_factory):
             ids = galaxies.TARGETID[galaxies.HEALPIX == healpix]
             server.add_file(healpix_coadd_path("sv3", "bright", healpix), make_coadd_fits(ids, seed=healpix))
         no_sparcl = int(galaxies.TARGETID[5])
-        server.add_sparcl([make_sparcl_record(int(t)) for t in galaxies.TARGETID if t != no_sparcl])
+        server.add_sparcl(
+            [
+                make_sparcl_record(int(t), survey="sv3", program="bright", healpix=int(h))
+                for t, h in zip(galaxies.TARGETID, galaxies.HEALPIX, strict=True)
+                if t != no_sparcl
+            ]
+        )
         yield {
             "server": server,
             "galaxies": galaxies,
@@ -235,3 +245,117 @@ def test_astroclip_hdf5_runs_from_a_local_file_to_the_dataset_files(workdir, edr
             assert h5["image"].shape[1:] == (3, 152, 152)
             rows += len(h5["TARGETID"])
     assert rows == 30  # all in PROVABGS, all delivered
+
+
+# -- real data as it really comes: faults mixed into the served data (issue 17) --------------------
+
+FAULTY_HEALPIX = (20010, 20011)
+
+
+def _coadd_with_faults(ids, seed: int, faults: dict) -> bytes:
+    """A coadd whose rows of some TARGETIDs are edited: ``faults`` maps TARGETID -> edit(hdul, row)."""
+    with fits.open(io.BytesIO(make_coadd_fits(ids, seed=seed))) as hdul:
+        rows = {int(t): k for k, t in enumerate(hdul["FIBERMAP"].data["TARGETID"])}
+        for targetid, edit in faults.items():
+            if targetid in rows:
+                edit(hdul, rows[targetid])
+        buffer = io.BytesIO()
+        hdul.writeto(buffer)
+    return buffer.getvalue()
+
+
+def _nan_and_inf(hdul, row):
+    hdul["B_FLUX"].data[row, 100:105] = np.nan  # b only
+    hdul["B_FLUX"].data[row, -3:] = np.nan  # inside the b/r overlap
+    hdul["R_IVAR"].data[row, 1000] = np.inf
+
+
+def _no_finite_flux(hdul, row):
+    for arm in "BRZ":
+        hdul[f"{arm}_FLUX"].data[row] = np.nan
+
+
+@pytest.fixture(scope="module")
+def faulty_edr(tmp_path_factory):
+    """Twelve EDR galaxies whose services answer with the faults real users meet."""
+    galaxies = _galaxies(12, 2001, FAULTY_HEALPIX, seed=8)
+    # the loopback cutout service's forms of "no data" (loopback.make_cutout / cutout_fits_bytes)
+    galaxies.loc[galaxies.TARGETID == 2002, "TARGET_DEC"] = -77.0  # no z exposure
+    galaxies.loc[galaxies.TARGETID == 2003, "TARGET_DEC"] = -72.0  # half of the stamp empty: kept
+    galaxies.loc[galaxies.TARGETID == 2004, "TARGET_DEC"] = -67.0  # an answer without an image
+    tmp = tmp_path_factory.mktemp("faulty")
+    mag_g_masked = (galaxies.TARGETID == 2010).to_numpy()
+    provabgs = make_provabgs_hdf5(tmp / "provabgs.hdf5", galaxies.TARGETID, seed=3, masked={"MAG_G": mag_g_masked})
+    records = []
+    for targetid, healpix in zip(galaxies.TARGETID.tolist(), galaxies.HEALPIX.tolist(), strict=True):
+        record = make_sparcl_record(targetid, healpix=healpix)
+        if targetid == 2005:  # observed twice: the selection chose sv3/bright
+            records.append(make_sparcl_record(targetid, survey="sv1", program="other", healpix=healpix))
+        if targetid == 2006:
+            record["flux"][200:210], record["ivar"][300] = np.nan, np.inf
+        if targetid == 2007:
+            record["ivar"][:] = np.nan
+        if targetid == 2008:  # only spectra the selection did not choose
+            record = make_sparcl_record(targetid, survey="sv1", program="dark", healpix=healpix)
+        records.append(record)
+    faults = {2006: _nan_and_inf, 2007: _no_finite_flux}
+    with LoopbackServer() as server:
+        server.add_file(EDR_ZCATALOG, _zcatalog_fits(galaxies))
+        server.add_file(PROVABGS, provabgs.read_bytes())
+        for healpix in FAULTY_HEALPIX:
+            ids = galaxies.TARGETID[galaxies.HEALPIX == healpix].tolist()
+            ids += [2009] if 2009 in ids else []  # a target in two rows of its coadd
+            path = healpix_coadd_path("sv3", "bright", healpix)
+            server.add_file(path, _coadd_with_faults(ids, healpix, faults))
+        server.add_sparcl(records)
+        yield {"server": server, "sparcl_records": {r["sparcl_id"]: r for r in records}}
+
+
+def _finite_where_weighted(workdir: Path) -> int:
+    rows = 0
+    for path in DATASETS:
+        with h5py.File(workdir / path) as h5:
+            if "TARGETID" not in h5:
+                continue  # a split that got no galaxy of this tiny sample
+            spectrum, ivar, image = h5["spectrum"][()], h5["ivar"][()], h5["image"][()]
+            assert np.isfinite(ivar).all() and (ivar >= 0).all() and np.isfinite(image).all()
+            assert np.isfinite(spectrum[ivar > 0]).all() and np.isfinite(spectrum).all()
+            rows += len(h5["TARGETID"])
+    return rows
+
+
+def _missing(raw: Path, kind: str) -> dict[int, str]:
+    frames = [pd.read_csv(p) for p in sorted(raw.glob(f"{kind}/missing-*.csv"))]
+    return {int(t): r.split(":")[0] for t, r in pd.concat(frames).values.tolist()}
+
+
+def test_real_data_faults_are_flagged_or_listed_and_every_shard_completes(faulty_edr, tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("faulty-run") / "astroclip")
+    server = faulty_edr["server"]
+    config = {**_edr_config(server, "sparcl"), "legacysurvey": {"service": server.cutout_service, "size": 32}}
+    config["desi"]["targets_per_shard"] = 6
+    run_snakemake(workdir, *DATASETS, "--configfile", _write_config(workdir, "faulty-sparcl.yaml", config))
+    raw = workdir / "resources/desi-edr"
+    assert len(list(raw.glob("spectra/shard-*.h5"))) == len(list(raw.glob("cutouts/shard-*.h5"))) == 2
+    assert _missing(raw, "cutouts") == {2002: "no_data_in_band", 2004: "no_image"}
+    assert _missing(raw, "spectra") == {2007: "no_valid_pixel", 2008: "selected_spectrum_not_in_sparcl"}
+    assert _finite_where_weighted(workdir) == 12 - 4 - 1  # 4 targets missing, 2010 cut (MAG_G masked)
+    counts = pd.read_csv(workdir / "results/tables/dataset_cuts.csv").set_index("step")
+    assert counts.loc["cut MAG_G > 0", "removed"] == 1
+    chosen = make_sparcl_record(2005, healpix=FAULTY_HEALPIX[0])  # the sv3/bright record, not sv1's
+    checked = []
+    for path in DATASETS:
+        with h5py.File(workdir / path) as h5:
+            ids = h5["TARGETID"][()].tolist() if "TARGETID" in h5 else []
+            if 2005 in ids:
+                np.testing.assert_array_equal(h5["spectrum"][ids.index(2005)], chosen["flux"])
+                checked.append(2005)
+            if 2003 in ids:
+                assert h5["COVERAGE_G"][ids.index(2003)] == 0.5  # kept, flagged
+                checked.append(2003)
+    assert sorted(checked) == [2003, 2005]
+
+    config["desi"]["spectra_backend"] = "coadd"
+    run_snakemake(workdir, *DATASETS, "--configfile", _write_config(workdir, "faulty-coadd.yaml", config))
+    assert _missing(raw, "spectra") == {2007: "no_valid_pixel", 2009: "several_rows_in_coadd"}
+    assert _finite_where_weighted(workdir) == 12 - 4 - 1

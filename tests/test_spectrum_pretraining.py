@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from astroclip_pipeline.evaluate.mask_filling import mask_filling_scores
-from astroclip_pipeline.train.loop import last_checkpoint, warmup_cosine
+from astroclip_pipeline.train.loop import last_checkpoint, prepare_run_dir, resume_checkpoint, warmup_cosine
 from astroclip_pipeline.train.spectrum_pretraining import load_encoder, pretrain_spectra
 
 from .training import CountSteps, PreemptAt, Preempted
@@ -81,3 +81,30 @@ def _n_rows(path):
 
     with h5py.File(path) as h5:
         return len(h5["TARGETID"])
+
+
+def _fill(run_dir):
+    """What a run leaves: its checkpoints, logs and an hpc checkpoint of SLURM's warning signal."""
+    for name in ("checkpoints/last.ckpt", "logs/version_0/metrics.csv", "hpc_ckpt_1.ckpt"):
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("a run")
+
+
+def test_what_a_rerun_resumes_and_what_it_empties(tmp_path):
+    run_dir = tmp_path / "run"
+    identity = {"settings": {"lr": 1e-3, "num_workers": 0, "gpus": 0}, "inputs": {"train.h5": [1, 2]}, "code": "a"}
+    prepare_run_dir(run_dir, identity)
+    _fill(run_dir)
+    # how to run, not what: kept, to resume
+    prepare_run_dir(run_dir, {**identity, "settings": {"lr": 1e-3, "num_workers": 8, "gpus": 2}})
+    assert resume_checkpoint(run_dir) is not None and (run_dir / "logs").exists()
+    # another learning rate, other inputs, other library code: nothing left to resume from
+    for changed in ({"settings": {"lr": 5e-4}}, {"inputs": {"train.h5": [1, 3]}}, {"code": "b"}):
+        _fill(run_dir)
+        prepare_run_dir(run_dir, {**identity, **changed})
+        assert sorted(p.name for p in run_dir.iterdir()) == ["settings.json"], changed
+    # checkpoints without a record of what made them are not trusted either
+    (run_dir / "settings.json").unlink()
+    _fill(run_dir)
+    prepare_run_dir(run_dir, identity)
+    assert resume_checkpoint(run_dir) is None

@@ -187,6 +187,58 @@ def test_second_run_has_nothing_to_do(workdir):
     assert "Nothing to be done" in run_snakemake(workdir, *CI, "-n").stdout
 
 
+def _planned_jobs(result) -> set[str]:
+    """The rules a dry run (-n) would run, from its job table."""
+    table = result.stdout.split("Job stats:", 1)[-1].split("\n\n", 1)[0]
+    return {m for m in re.findall(r"^(\w+)\s+\d+$", table, re.MULTILINE)} - {"all", "total"}
+
+
+def test_a_library_change_reruns_the_rules_that_run_it_and_nothing_upstream(workdir):
+    """The k-NN's code changes (a git pull, an edit): the property predictions and what is made
+    from them rerun, and so does the other rule whose script runs the k-NN; nothing upstream."""
+    knn = workdir / "src/astroclip_pipeline/evaluate/knn.py"
+    source = knn.read_text()
+    try:
+        knn.write_text(source.replace('weights="distance"', 'weights="uniform"'))
+        planned = _planned_jobs(run_snakemake(workdir, *CI, "-n"))
+    finally:
+        knn.write_text(source)
+    downstream = {"property_predictions", "property_r2_table", "photoz_table", "plot_predicted_vs_true"}
+    assert planned == downstream | {"image_backbone_knn"}, planned
+    assert "Nothing to be done" in run_snakemake(workdir, *CI, "-n").stdout
+
+
+def test_every_rule_with_a_script_hashes_the_library_code_it_runs():
+    """A rule added later gets the library trigger by one line: params code=library_code(<its script>)."""
+    for smk in sorted((Path(__file__).parents[1] / "workflow/rules").glob("*.smk")):
+        blocks = re.split(r"^\s*(?=(?:rule|checkpoint) \w+:)", smk.read_text(), flags=re.MULTILINE)
+        for block in blocks:
+            script = re.search(r'script:\s*"\.\./scripts/(\w+\.py)"', block)
+            if script:
+                name = block.split(":", 1)[0]
+                assert f'code=library_code("{script[1]}")' in block, f"{smk.name}: {name} lacks the code param"
+
+
+def test_a_deleted_target_selection_is_not_silently_ignored(workdir):
+    """targets.parquet (the checkpoint's output) deleted and dataset.split changed: Snakemake would
+    say "Nothing to be done" (it treats a deleted checkpoint output as a removed intermediate); the
+    workflow refuses, saying why and how, and --forcerun of the checkpoint remakes it and the data."""
+    targets = workdir / "resources/mock/targets.parquet"
+    (workdir / "split.yaml").write_text("dataset: {split: {train: 0.5, val: 0.25, test: 0.25}}\n")
+    split = (*CI, "split.yaml")  # layered on the ci preset: nothing else changes
+    kept = targets.rename(targets.with_name("kept.parquet"))
+    try:
+        refused = run_snakemake(workdir, "-n", *split, check=False)
+        forced = run_snakemake(workdir, "-n", *split, "--forcerun", "select_mock_targets")
+    finally:
+        kept.rename(targets)
+    assert refused.returncode != 0 and "Nothing to be done" not in refused.stdout
+    message = refused.stdout + refused.stderr
+    assert "resources/mock/targets.parquet (the output of checkpoint select_mock_targets) is missing" in message
+    assert "--forcerun select_mock_targets" in message
+    assert {"select_mock_targets", "build_dataset"} <= _planned_jobs(forced)
+
+
 def _executed_jobs(result) -> dict[str, int]:
     """Rule -> number of jobs a real run executed, from Snakemake's log."""
     counts: dict[str, int] = {}
@@ -311,3 +363,123 @@ def test_report_renders_in_chromium_with_every_image(workdir, tmp_path):
     screenshot = ARTEFACTS / "report.png"
     _chromium(f"--screenshot={screenshot}", "--window-size=1400,1000", report.as_uri(), cwd=tmp_path)
     assert screenshot.stat().st_size > 20_000  # a drawn page, not a blank one
+
+
+CHROMEDRIVER = shutil.which("chromedriver")
+# Where galaxy i of the explorer's map is on the screen, from the map's own scales.
+_POINT_ON_SCREEN = """
+const doc = Bokeh.documents[0], view = Bokeh.index.get_one(doc.get_model_by_name("umap"));
+const data = doc.get_model_by_name("galaxies").data, i = arguments[0];
+const box = view.canvas_view.el.getBoundingClientRect();
+return [box.left + view.frame.x_scale.compute(data.x[i]), box.top + view.frame.y_scale.compute(data.y[i])];
+"""
+_NEIGHBOUR_PANEL = """
+return [...document.querySelectorAll("#galaxy section.pair")].map(
+  (s) => [s.dataset.pair, [...s.querySelectorAll("li.neighbour")].map((li) => li.dataset.targetid)]);
+"""
+_MAP_FRAME = """
+const view = Bokeh.index.get_one(Bokeh.documents[0].get_model_by_name("umap"));
+const box = view.canvas_view.el.getBoundingClientRect(), frame = view.frame.bbox;
+return [box.left + frame.left, box.top + frame.top, frame.width, frame.height];
+"""
+_GALLERY = """
+const members = [...document.querySelectorAll("#gallery a.member")].map((a) => Number(a.dataset.index));
+const selected = Bokeh.documents[0].get_model_by_name("galaxies").selected.indices;
+return members.length ? [selected, members] : null;
+"""
+# Bokeh draws its widgets inside shadow roots: find the TARGETID box by its placeholder.
+_TARGETID_INPUT = """
+function find(root) {
+  for (const el of root.querySelectorAll("*")) {
+    if (el.tagName === "INPUT" && (el.placeholder || "").startsWith("type a TARGETID")) return el;
+    if (el.shadowRoot) { const found = find(el.shadowRoot); if (found) return found; }
+  }
+  return null;
+}
+return find(document);
+"""
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="chromium and chromedriver are not installed (make test installs Debian's chromium and chromium-driver)",
+)
+def test_explorer_lists_the_exact_neighbours_in_chromium(workdir):
+    """The page as a user drives it: load, click a galaxy, type a TARGETID; neighbours equal numpy's."""
+    import numpy as np
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from astroclip_pipeline.evaluate.search import PAIRS, top_k
+    from astroclip_pipeline.evaluate.structure import load_heldout
+
+    page = workdir / "results/explorer.html"
+    assert 1e6 < page.stat().st_size < 20e6
+    # Chromium shows no data: URL over 2 MB in the report's viewer: the caption links the file beside it
+    assert re.search(r'href=\\?"explorer.html\\?"', (workdir / "results/report.html").read_text())
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(page.as_uri())
+        ready = "return Bokeh.documents.length > 0 && !!window.AstroExplorer"
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(ready))
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(_TARGETID_INPUT) is not None)
+        page_ids = driver.execute_script('return Bokeh.documents[0].get_model_by_name("galaxies").data.TARGETID')
+
+        # numpy's answer, from the embedding files, for the galaxies on the page
+        heldout = load_heldout([workdir / f"results/embeddings/{s}.h5" for s in ("val", "test")], ["val", "test"])
+        rows = [int(np.flatnonzero(heldout["TARGETID"] == int(t))[0]) for t in page_ids]
+        k = driver.execute_script('return JSON.parse(document.getElementById("explorer-data").textContent).top_k')
+        assert k == 8  # the schema's default, which neither config.yaml nor ci.yaml changes
+
+        def expected(i):
+            answer = {}
+            for pair, (query, candidates) in PAIRS.items():
+                vectors = heldout[candidates][rows].astype(np.float64)
+                exclude = np.array([i]) if query == candidates else None
+                found, _ = top_k(heldout[query][rows][i].astype(np.float64), vectors, k, exclude)
+                answer[pair] = [page_ids[j] for j in found[0]]
+            return answer
+
+        # a real click on galaxy 11 of the map
+        x, y = driver.execute_script(_POINT_ON_SCREEN, 11)
+        click = ActionBuilder(driver)
+        click.pointer_action.move_to_location(round(x), round(y))
+        click.pointer_action.click()
+        click.perform()
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script(_NEIGHBOUR_PANEL))
+        opened_id = 'return document.querySelector("#galaxy .galaxy").dataset.targetid'
+        assert driver.execute_script(opened_id) == page_ids[11]
+        assert dict(driver.execute_script(_NEIGHBOUR_PANEL)) == expected(11)
+
+        # a TARGETID typed into the box
+        box = driver.execute_script(_TARGETID_INPUT)
+        box.click()
+        box.send_keys(page_ids[30], Keys.ENTER)
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script(opened_id) == page_ids[30])
+        assert dict(driver.execute_script(_NEIGHBOUR_PANEL)) == expected(30)
+        # a lasso drawn over the left half of the map: the gallery shows exactly the selected galaxies
+        left, top, width, height = driver.execute_script(_MAP_FRAME)
+        lasso = ActionBuilder(driver)
+        corners = [(0.02, 0.02), (0.5, 0.02), (0.5, 0.98), (0.02, 0.98), (0.02, 0.03)]
+        lasso.pointer_action.move_to_location(round(left + 0.02 * width), round(top + 0.02 * height)).pointer_down()
+        for fx, fy in corners[1:]:
+            lasso.pointer_action.move_to_location(round(left + fx * width), round(top + fy * height))
+        lasso.pointer_action.pointer_up()
+        lasso.perform()
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script(_GALLERY))
+        selected, members = driver.execute_script(_GALLERY)
+        assert len(selected) > 0 and sorted(members) == sorted(selected)
+        ARTEFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTEFACTS / "explorer.png"))
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        driver.quit()

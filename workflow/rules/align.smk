@@ -20,7 +20,9 @@ rule align:
     resources:
         gpu=config["align"]["gpus"],
     params:
+        code=library_code("align.py"),
         settings=config["align"],
+        cpu_fallback=config["allow_cpu_fallback"],
         run_dir=run_dir_of("model"),
     script:
         "../scripts/align.py"
@@ -41,6 +43,8 @@ rule plot_alignment:
         "results/logs/plot_alignment.log",
     conda:
         "../../envs/astroclip.yaml"
+    params:
+        code=library_code("plot_training_curves.py"),
     script:
         "../scripts/plot_training_curves.py"
 
@@ -58,6 +62,8 @@ rule embed:
     threads: TORCH_THREADS
     resources:
         gpu=config["align"]["gpus"],
+    params:
+        code=library_code("embed.py"),
     script:
         "../scripts/embed.py"
 
@@ -77,5 +83,7 @@ rule retrieval_table:
         "results/logs/retrieval_table.log",
     conda:
         "../../envs/astroclip.yaml"
+    params:
+        code=library_code("retrieval_table.py"),
     script:
         "../scripts/retrieval_table.py"

@@ -1,8 +1,13 @@
 # Config validation and every helper the rules use; the other .smk files hold rules only.
+import ast
+import functools
+import glob
+import hashlib
 import os
 import posixpath
 
 import pandas as pd
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 validate(
@@ -68,6 +73,47 @@ def n_shards():
     """Number of raw shards, known once the source's target-selection checkpoint has run."""
     targets = getattr(checkpoints, TARGET_SELECTION[SOURCE]).get().output.targets
     return int(pd.read_parquet(targets, columns=["SHARD"]).SHARD.max()) + 1
+
+
+def require_target_selection_output():
+    """Refuse to run when the target-selection checkpoint's output is gone but files made from it remain.
+
+    Snakemake (>= 9.21.1, deliberately: snakemake PR 4124 for issue 3879) treats a deleted
+    checkpoint output like a deleted intermediate file when what was made from it still exists: the
+    checkpoint does not rerun, the input functions that read its output are never evaluated, and so
+    their rules' rerun triggers are never checked: a changed `dataset.split` then gives "Nothing to
+    be done", with the old split in the results. Called by an input function (`target_catalogue`):
+    the command line's --forcerun and targets are known only once the DAG is being built. Acts only
+    in the main Snakemake process, and not when the checkpoint is forced or its output asked for.
+    """
+    settings = workflow.dag_settings
+    selection = TARGET_SELECTION[SOURCE]
+    if not workflow.is_main_process or settings is None or settings.forceall:
+        return
+    if selection in settings.forcerun:
+        return
+    outputs = [str(path) for path in workflow.get_rule(selection).output]
+    missing = [path for path in outputs if not os.path.exists(path)]
+    if not missing or set(missing) & set(settings.targets):
+        return
+    derived = sorted(glob.glob(f"{RAW}/*/shard-*.h5")) + [
+        path for path in dataset_files() if os.path.exists(path)
+    ]
+    if derived:
+        raise WorkflowError(
+            f"{', '.join(missing)} (the output of checkpoint {selection}) is missing, but files made "
+            f"from it exist ({', '.join(derived[:3])}{', ...' if len(derived) > 3 else ''}). "
+            "Snakemake would then not notice changes behind it (a changed dataset.split, say) and "
+            "keep the old results. Restore the file, or remake it and everything after it with "
+            f"`snakemake --cores all --forcerun {selection}` (with source desi-edr this downloads the "
+            "shards again)."
+        )
+
+
+def target_catalogue(wildcards):
+    """Input function: the chosen source's targets.parquet, once `require_target_selection_output` passes."""
+    require_target_selection_output()
+    return f"{RAW}/targets.parquet"
 
 
 def raw_shards(kind):
@@ -140,6 +186,88 @@ def astroclip_hdf5_file():
     return astroclip_hdf5_download() if is_url(url) else url
 
 
+# Library code as a rerun trigger. Snakemake's "code" trigger hashes a rule's script, but the
+# scripts are one-line adapters: what a rule computes lives in src/astroclip_pipeline, which
+# Snakemake cannot see. So every script-running rule passes the param
+# code=library_code("<its script>.py"), a digest of the library modules that script imports,
+# directly or through other library modules: editing a module (or pulling a change to it) reruns
+# exactly the rules that run it, and their descendants through their changed outputs.
+LIBRARY = "astroclip_pipeline"
+LIBRARY_ROOT = os.path.join(workflow.basedir, "src")
+SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")
+
+
+def _module_file(name):
+    """The source file of library module `name` (dotted), or None if it is not a module."""
+    base = os.path.join(LIBRARY_ROOT, *name.split("."))
+    for path in (os.path.join(base, "__init__.py"), f"{base}.py"):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+@functools.cache
+def _imported_modules(path, module_name):
+    """Library modules that the Python file `path` (dotted name `module_name`, None for a script) imports
+    anywhere in it (function-level imports too), with their parent packages, whose __init__ runs
+    first."""
+    package = (
+        module_name
+        if path.endswith("__init__.py")
+        else (module_name or "").rpartition(".")[0]
+    )
+    names = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = (
+                    package.rsplit(".", node.level - 1)[0]
+                    if node.level > 1
+                    else package
+                )
+                base = f"{parent}.{base}".rstrip(".")
+            # `from package import name`: name is a submodule or an attribute of the package
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+            names.add(base)
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] != LIBRARY:
+            continue
+        for i in range(1, len(parts) + 1):
+            if _module_file(".".join(parts[:i])):
+                found.add(".".join(parts[:i]))
+    return found
+
+
+@functools.cache
+def _library_closure(path, module_name=None):
+    """Every library module that running the file `path` may import (transitively)."""
+    seen, todo = set(), [(path, module_name)]
+    while todo:
+        for name in _imported_modules(*todo.pop()):
+            if name not in seen:
+                seen.add(name)
+                todo.append((_module_file(name), name))
+    return frozenset(seen)
+
+
+def library_code(script):
+    """Params: a digest (16 hex digits of SHA-256) of the library source that the rule's script
+    `workflow/scripts/<script>` runs: every module it imports from src/astroclip_pipeline,
+    directly or transitively. It changes when one of those files changes, and only then.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(_library_closure(os.path.join(SCRIPTS, script))):
+        digest.update(name.encode() + b"\0")
+        with open(_module_file(name), "rb") as source:
+            digest.update(source.read())
+    return digest.hexdigest()[:16]
+
+
 def run_dir_of(output_name):
     """Params function: a training run's working directory (checkpoints, metrics), named after its
     output file without the extension, e.g. results/models/spectrum_encoder/."""
@@ -183,6 +311,7 @@ def all_outputs():
             "results/figures/structure/kmeans_umap.png",
             "results/figures/structure/kmeans_spectra.png",
             "results/figures/structure/kmeans_cutouts.png",
+            "results/explorer.html",
         ]
         # the mock survey knows which cutouts carry artefacts; real data do not
         + (["results/tables/dbscan_artefacts.csv"] if SOURCE == "mock" else [])

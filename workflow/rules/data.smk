@@ -12,6 +12,7 @@ checkpoint select_mock_targets:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("select_mock_targets.py"),
         mock=config["mock"],
     script:
         "../scripts/select_mock_targets.py"
@@ -30,6 +31,7 @@ rule mock_spectra:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("mock_spectra.py"),
         mock=config["mock"],
     script:
         "../scripts/mock_spectra.py"
@@ -48,6 +50,7 @@ rule mock_cutouts:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("mock_cutouts.py"),
         mock=config["mock"],
     script:
         "../scripts/mock_cutouts.py"
@@ -55,7 +58,7 @@ rule mock_cutouts:
 
 rule build_dataset:
     input:
-        targets=f"{RAW}/targets.parquet",
+        targets=target_catalogue,
         spectra=raw_shards("spectra"),
         cutouts=raw_shards("cutouts"),
         missing=missing_lists,
@@ -77,6 +80,7 @@ rule build_dataset:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("build_dataset.py"),
         split=config["dataset"]["split"],
     script:
         "../scripts/build_dataset.py"
@@ -98,6 +102,7 @@ rule plot_cutout_gallery:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("plot_cutout_gallery.py"),
         n=config["report"]["gallery_size"],
         seed=config["report"]["seed"],
     script:
@@ -120,6 +125,7 @@ rule plot_example_spectra:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("plot_example_spectra.py"),
         n=config["report"]["example_spectra"],
         seed=config["report"]["seed"],
     script:
@@ -141,5 +147,7 @@ rule plot_distributions:
         "results/logs/plot_distributions.log",
     conda:
         "../../envs/astroclip.yaml"
+    params:
+        code=library_code("plot_distributions.py"),
     script:
         "../scripts/plot_distributions.py"

@@ -17,6 +17,7 @@ rule download_desi_zcatalog:
     resources:
         desi_archive=1,
     params:
+        code=library_code("download_desi_zcatalog.py"),
         url=desi_release_url("zcatalog"),
     script:
         "../scripts/download_desi_zcatalog.py"
@@ -35,6 +36,7 @@ rule download_provabgs:
     resources:
         desi_archive=1,
     params:
+        code=library_code("download_provabgs.py"),
         url=desi_release_url("provabgs"),
     script:
         "../scripts/download_provabgs.py"
@@ -53,6 +55,7 @@ checkpoint select_desi_targets:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("select_desi_targets.py"),
         selection=desi_selection(),
     script:
         "../scripts/select_desi_targets.py"
@@ -77,6 +80,7 @@ rule desi_spectra:
             config["desi"]["spectra_backend"] == "coadd" and DESI_SPECTRA_FROM_NETWORK
         ),
     params:
+        code=library_code("desi_spectra.py"),
         spectra=desi_spectra_params(),
     script:
         "../scripts/desi_spectra.py"
@@ -98,6 +102,7 @@ rule desi_cutouts:
     resources:
         legacysurvey=1,
     params:
+        code=library_code("desi_cutouts.py"),
         cutouts=config["legacysurvey"],
     script:
         "../scripts/desi_cutouts.py"
@@ -116,6 +121,7 @@ rule download_astroclip_hdf5:
     resources:
         astroclip_hdf5=1,
     params:
+        code=library_code("download_astroclip_hdf5.py"),
         url=config["astroclip_hdf5"]["url"],
     script:
         "../scripts/download_astroclip_hdf5.py"
@@ -134,6 +140,7 @@ checkpoint select_astroclip_hdf5_targets:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("select_astroclip_hdf5_targets.py"),
         selection={
             key: config["astroclip_hdf5"][key]
             for key in ("targets_per_shard", "max_targets", "groups")
@@ -155,6 +162,8 @@ rule astroclip_hdf5_spectra:
         "results/benchmarks/astroclip_hdf5_spectra/shard-{shard}.tsv"
     conda:
         "../../envs/astroclip.yaml"
+    params:
+        code=library_code("astroclip_hdf5_spectra.py"),
     script:
         "../scripts/astroclip_hdf5_spectra.py"
 
@@ -172,5 +181,7 @@ rule astroclip_hdf5_cutouts:
         "results/benchmarks/astroclip_hdf5_cutouts/shard-{shard}.tsv"
     conda:
         "../../envs/astroclip.yaml"
+    params:
+        code=library_code("astroclip_hdf5_cutouts.py"),
     script:
         "../scripts/astroclip_hdf5_cutouts.py"

@@ -15,6 +15,8 @@ rule backbone_features:
     conda:
         "../../envs/astroclip.yaml"
     threads: TORCH_THREADS
+    params:
+        code=library_code("backbone_features.py"),
     script:
         "../scripts/backbone_features.py"
 
@@ -30,6 +32,7 @@ rule property_predictions:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("property_predictions.py"),
         k=config["evaluation"]["knn_neighbours"],
         seed=config["evaluation"]["seed"],
     script:
@@ -52,6 +55,7 @@ rule property_r2_table:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("property_r2_table.py"),
         source=config["source"],
     script:
         "../scripts/property_r2_table.py"
@@ -72,6 +76,8 @@ rule photoz_table:
         "results/logs/photoz_table.log",
     conda:
         "../../envs/astroclip.yaml"
+    params:
+        code=library_code("photoz_table.py"),
     script:
         "../scripts/photoz_table.py"
 
@@ -93,5 +99,7 @@ rule plot_predicted_vs_true:
         mode="image|spectrum|cross",
     conda:
         "../../envs/astroclip.yaml"
+    params:
+        code=library_code("plot_predicted_vs_true.py"),
     script:
         "../scripts/plot_predicted_vs_true.py"

@@ -21,8 +21,10 @@ if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "resnet"
         resources:
             gpu=config["pretrain_images"]["gpus"],
         params:
+            code=library_code("pretrain_images.py"),
             model=image_encoder_params(),
             settings=config["pretrain_images"],
+            cpu_fallback=config["allow_cpu_fallback"],
             run_dir=run_dir_of("encoder"),
         script:
             "../scripts/pretrain_images.py"
@@ -42,6 +44,8 @@ if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "resnet"
             "results/logs/plot_image_pretraining.log",
         conda:
             "../../envs/astroclip.yaml"
+        params:
+            code=library_code("plot_training_curves.py"),
         script:
             "../scripts/plot_training_curves.py"
 
@@ -57,6 +61,7 @@ elif config["image_encoder"]["weights"] is not None:
         conda:
             "../../envs/astroclip.yaml"
         params:
+            code=library_code("import_image_encoder.py"),
             model=image_encoder_params(),
         script:
             "../scripts/import_image_encoder.py"
@@ -79,6 +84,7 @@ rule image_backbone_knn:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("image_backbone_knn.py"),
         k=config["evaluation"]["knn_neighbours"],
         seed=config["evaluation"]["seed"],
     script:

@@ -19,8 +19,10 @@ rule pretrain_spectra:
     resources:
         gpu=config["pretrain_spectra"]["gpus"],
     params:
+        code=library_code("pretrain_spectra.py"),
         model=config["spectrum_encoder"],
         settings=config["pretrain_spectra"],
+        cpu_fallback=config["allow_cpu_fallback"],
         # checkpoints live beside the output, not in it, so a failed or requeued job resumes
         run_dir=run_dir_of("encoder"),
     script:
@@ -42,6 +44,8 @@ rule plot_spectrum_pretraining:
         "results/logs/plot_spectrum_pretraining.log",
     conda:
         "../../envs/astroclip.yaml"
+    params:
+        code=library_code("plot_training_curves.py"),
     script:
         "../scripts/plot_training_curves.py"
 
@@ -63,6 +67,7 @@ rule mask_filling_table:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("mask_filling_table.py"),
         mask_chunks=config["pretrain_spectra"]["mask_chunks"],
         mask_chunk_length=config["pretrain_spectra"]["mask_chunk_length"],
         seed=config["pretrain_spectra"]["seed"],
@@ -87,6 +92,7 @@ rule plot_mask_filling:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("plot_mask_filling.py"),
         n_examples=config["report"]["mask_filling_examples"],
         mask_chunks=config["pretrain_spectra"]["mask_chunks"],
         mask_chunk_length=config["pretrain_spectra"]["mask_chunk_length"],
@@ -114,8 +120,10 @@ if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "vit":
         resources:
             gpu=config["pretrain_dino"]["gpus"],
         params:
+            code=library_code("pretrain_dino.py"),
             model=image_encoder_params(),
             settings=config["pretrain_dino"],
+            cpu_fallback=config["allow_cpu_fallback"],
             run_dir=run_dir_of("encoder"),
         script:
             "../scripts/pretrain_dino.py"
@@ -135,6 +143,8 @@ if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "vit":
             "results/logs/plot_dino_pretraining.log",
         conda:
             "../../envs/astroclip.yaml"
+        params:
+            code=library_code("plot_dino_curves.py"),
         script:
             "../scripts/plot_dino_curves.py"
 
@@ -158,6 +168,7 @@ if IMAGE_ARCHITECTURE == "vit":
         conda:
             "../../envs/astroclip.yaml"
         params:
+            code=library_code("plot_vit_attention.py"),
             n_examples=config["report"]["attention_examples"],
             seed=config["report"]["seed"],
         script:

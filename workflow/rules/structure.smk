@@ -20,6 +20,7 @@ rule plot_retrieval_examples:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("plot_retrieval_examples.py"),
         n_queries=config["structure"]["retrieval_queries"],
         top_k=config["structure"]["top_k"],
         seed=config["structure"]["seed"],
@@ -44,6 +45,7 @@ rule plot_spectral_retrieval:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("plot_spectral_retrieval.py"),
         n_queries=config["structure"]["spectral_queries"],
         top_k=config["structure"]["top_k"],
         seed=config["structure"]["seed"],
@@ -67,6 +69,7 @@ rule umap:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("umap.py"),
         splits=config["structure"]["splits"],
         settings=config["structure"]["umap"],
     script:
@@ -95,6 +98,7 @@ rule plot_umap:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("plot_umap.py"),
         splits=config["structure"]["splits"],
     script:
         "../scripts/plot_umap.py"
@@ -110,6 +114,7 @@ rule dbscan_clusters:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("dbscan_clusters.py"),
         settings=config["structure"]["dbscan"],
     script:
         "../scripts/dbscan_clusters.py"
@@ -134,6 +139,7 @@ rule dbscan_artefacts:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("dbscan_artefacts.py"),
         splits=config["structure"]["splits"],
     script:
         "../scripts/dbscan_artefacts.py"
@@ -173,6 +179,7 @@ rule plot_dbscan:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("plot_dbscan.py"),
         splits=config["structure"]["splits"],
         gallery=config["structure"]["gallery"],
         seed=config["structure"]["seed"],
@@ -195,6 +202,7 @@ rule kmeans_clusters:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("kmeans_clusters.py"),
         splits=config["structure"]["splits"],
         settings=config["structure"]["kmeans"],
     script:
@@ -246,6 +254,7 @@ rule plot_kmeans:
     conda:
         "../../envs/astroclip.yaml"
     params:
+        code=library_code("plot_kmeans.py"),
         splits=config["structure"]["splits"],
         gallery=config["structure"]["gallery"],
         seed=config["structure"]["seed"],

@@ -11,4 +11,6 @@ align(
     model_path=snakemake.output.model,
     metrics_path=snakemake.output.metrics,
     settings=dict(snakemake.params.settings),
+    cpu_fallback=snakemake.params.cpu_fallback,
+    code_version=snakemake.params.code,
 )

@@ -1,4 +1,4 @@
-from astroclip_pipeline.evaluate.property_prediction import write_backbone_features
+from astroclip_pipeline.evaluate.backbone_features import write_backbone_features
 from astroclip_pipeline.logs import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -10,4 +10,6 @@ pretrain_dino(
     metrics_path=snakemake.output.metrics,
     model=dict(snakemake.params.model),
     settings=dict(snakemake.params.settings),
+    cpu_fallback=snakemake.params.cpu_fallback,
+    code_version=snakemake.params.code,
 )

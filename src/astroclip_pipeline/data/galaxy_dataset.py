@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..files import open_hdf5
+
 
 class GalaxyDataset(Dataset):
     """Rows of ``results/data/{split}.h5`` as dicts of tensors.
@@ -27,7 +29,7 @@ class GalaxyDataset(Dataset):
         self.fields = tuple(fields)
         self.columns = tuple(columns)
         self._h5: h5py.File | None = None
-        with h5py.File(self.path, "r") as h5:
+        with open_hdf5(self.path, "r") as h5:
             absent = [k for k in (*self.fields, *self.columns, "TARGETID") if k not in h5]
             if absent:
                 raise KeyError(f"{self.path}: no dataset(s) {absent}; it has {sorted(h5.keys())}")
@@ -38,7 +40,7 @@ class GalaxyDataset(Dataset):
 
     def _file(self) -> h5py.File:
         if self._h5 is None:
-            self._h5 = h5py.File(self.path, "r")
+            self._h5 = open_hdf5(self.path, "r")
         return self._h5
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -7,14 +7,13 @@ the three catalogue magnitudes (g, r, z), the classical photometric baseline.
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 
-from ..files import atomic_path
+from ..files import atomic_path, open_hdf5
 from ..models.image_encoder import encode_images, load_image_encoder, untrained_like
-from .knn import knn_r2_table
+from .knn import knn_r2_table, require_references
 
 PROPERTIES = ("Z_HP", "LOGMSTAR")
 MAGNITUDES = ("MAG_G", "MAG_R", "MAG_Z")
@@ -23,10 +22,12 @@ MAGNITUDES = ("MAG_G", "MAG_R", "MAG_Z")
 def image_backbone_knn(
     encoder_path: str | Path, dataset_path: str | Path, output: str | Path, k: int, seed: int
 ) -> None:
+    with open_hdf5(dataset_path, "r") as h5:
+        require_references(k, len(h5["TARGETID"]), str(dataset_path))
     encoder = load_image_encoder(encoder_path)
     torch.manual_seed(seed)
     untrained = untrained_like(encoder)
-    with h5py.File(dataset_path, "r") as h5:
+    with open_hdf5(dataset_path, "r") as h5:
         absent = [c for c in (*PROPERTIES, *MAGNITUDES, "image") if c not in h5]
         if absent:
             raise KeyError(f"{dataset_path}: no dataset(s) {absent}; expected a dataset file of build_dataset")

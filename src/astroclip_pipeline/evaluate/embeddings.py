@@ -8,12 +8,11 @@ present), so that the evaluation never has to reopen the large dataset files.
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..files import atomic_path
+from ..files import atomic_path, open_hdf5
 from ..models.astroclip import load_astroclip
 
 #: The dataset's arrays that are not per-galaxy scalars.
@@ -23,7 +22,7 @@ _ARRAYS = ("image", "spectrum", "ivar", "wavelength")
 def embed_split(model_path: str | Path, dataset_path: str | Path, output: str | Path, batch_size: int = 128) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_astroclip(model_path).to(device)
-    with h5py.File(dataset_path, "r") as h5:
+    with open_hdf5(dataset_path, "r") as h5:
         n = len(h5["TARGETID"])
         image_out, spectrum_out = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.float32)
         chunks = []
@@ -39,7 +38,7 @@ def embed_split(model_path: str | Path, dataset_path: str | Path, output: str | 
             image_out = np.concatenate([c[0] for c in chunks])
             spectrum_out = np.concatenate([c[1] for c in chunks])
         columns = {k: h5[k][()] for k in h5 if k not in _ARRAYS and h5[k].ndim == 1 and len(h5[k]) == n}
-    with atomic_path(output) as tmp, h5py.File(tmp, "w") as out:
+    with atomic_path(output) as tmp, open_hdf5(tmp, "w") as out:
         out.create_dataset("image_embedding", data=image_out, track_times=False)
         out.create_dataset("spectrum_embedding", data=spectrum_out, track_times=False)
         for name, values in columns.items():
@@ -50,7 +49,7 @@ def embed_split(model_path: str | Path, dataset_path: str | Path, output: str | 
 
 def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
     """Every dataset of an embedding file, as arrays (strings decoded)."""
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "r") as h5:
         for key in ("TARGETID", "image_embedding", "spectrum_embedding"):
             if key not in h5:
                 raise KeyError(f"{path}: no {key!r}; expected an embedding file of the embed rule")

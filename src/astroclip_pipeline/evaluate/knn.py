@@ -19,6 +19,21 @@ def reference_query_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
 
 
+def require_references(k: int, n_objects: int, where: str) -> None:
+    """Stop unless the reference half of ``n_objects`` held-out objects (``where``) holds ``k`` of them.
+
+    Raises:
+        ValueError: naming the config key ``evaluation.knn_neighbours``, the counts and the fix.
+    """
+    n_reference = n_objects // 2
+    if k > n_reference:
+        raise ValueError(
+            f"config key 'evaluation.knn_neighbours': k = {k} is larger than the {n_reference} reference "
+            f"galaxies (half of the {n_objects} held-out galaxies of {where}). Set it to at most "
+            f"{n_reference}, or hold out more galaxies (dataset.split, or a larger survey)."
+        )
+
+
 def knn_predict(
     reference: np.ndarray, targets: np.ndarray, query: np.ndarray, k: int = 16, standardise: bool = True
 ) -> np.ndarray:
@@ -46,6 +61,7 @@ def knn_r2_table(
     failed fits with -999, already cut; a NaN here would be a bug upstream, so it is counted).
     """
     n = len(properties)
+    require_references(k, n, "the property table")
     reference, query = reference_query_split(n, seed)
     rows = []
     for name, x in features.items():

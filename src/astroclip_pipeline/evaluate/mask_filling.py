@@ -2,12 +2,11 @@
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 
-from ..files import atomic_path
+from ..files import atomic_path, open_hdf5
 from ..models.specformer import PATCH_SIZE, PATCH_STRIDE, standardise, tokenize, tokens_from_standardised
 from ..train.masked_segments import chunk_mask, hide, interpolation_baseline, masked_mse, reconstruct_spectrum
 from ..train.spectrum_pretraining import load_encoder
@@ -16,7 +15,7 @@ from .overview import ABSORPTION_LINES, EMISSION_LINES
 
 
 def _batches(path: str | Path, batch_size: int):
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "r") as h5:
         for start in range(0, len(h5["TARGETID"]), batch_size):
             part = slice(start, start + batch_size)
             yield torch.from_numpy(h5["spectrum"][part]), torch.from_numpy(h5["ivar"][part])
@@ -105,7 +104,7 @@ def plot_mask_filling(
     zoomed insets on masked regions that cover an emission or absorption line."""
     model = load_encoder(encoder_path)
     rng = np.random.default_rng(seed)
-    with h5py.File(dataset_path, "r") as h5:
+    with open_hdf5(dataset_path, "r") as h5:
         rows = np.sort(rng.choice(len(h5["TARGETID"]), size=min(n_examples, len(h5["TARGETID"])), replace=False))
         flux = torch.from_numpy(h5["spectrum"][rows])
         ivar = torch.from_numpy(h5["ivar"][rows])

@@ -3,9 +3,9 @@
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from ..files import open_hdf5
 from .figures import plt, save_figure
 from .rgb import legacysurvey_rgb
 
@@ -20,7 +20,7 @@ def _random_rows(n_rows: int, n: int, seed: int) -> np.ndarray:
 
 def plot_cutout_gallery(dataset_path: str | Path, output_path: str | Path, n: int, seed: int) -> None:
     """Random cutouts of one split as Legacy Survey viewer RGB, titled with z and log M*."""
-    with h5py.File(dataset_path, "r") as h5:
+    with open_hdf5(dataset_path, "r") as h5:
         rows = _random_rows(len(h5["TARGETID"]), n, seed)
         images = h5["image"][rows]
         z, log_mass = h5["Z_HP"][rows], h5["LOGMSTAR"][rows]
@@ -55,7 +55,7 @@ def _mark_lines(ax: plt.Axes, z: float, wavelength: np.ndarray) -> None:
 
 def plot_example_spectra(dataset_path: str | Path, output_path: str | Path, n: int, seed: int) -> None:
     """Random spectra (masked pixels left out) with lines marked at their observed wavelengths."""
-    with h5py.File(dataset_path, "r") as h5:
+    with open_hdf5(dataset_path, "r") as h5:
         rows = _random_rows(len(h5["TARGETID"]), n, seed)
         wavelength = h5["wavelength"][()]
         flux, ivar = h5["spectrum"][rows], h5["ivar"][rows]
@@ -82,7 +82,7 @@ def plot_distributions(dataset_paths: Sequence[str | Path], output_path: str | P
     """Histograms of redshift, stellar mass and g, r, z magnitudes per split, and z against M*."""
     data: dict[str, dict[str, np.ndarray]] = {}
     for path in dataset_paths:
-        with h5py.File(path, "r") as h5:
+        with open_hdf5(path, "r") as h5:
             data[Path(path).stem] = {k: h5[k][()] for k in ("Z_HP", "LOGMSTAR", "MAG_G", "MAG_R", "MAG_Z")}
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
     panels = [("Z_HP", "redshift"), ("LOGMSTAR", "log M* [M☉]"), ("MAG_G", "g [AB mag]"), ("MAG_R", "r [AB mag]"),

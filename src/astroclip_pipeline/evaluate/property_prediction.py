@@ -9,16 +9,15 @@ whose properties are predicted:
   the queries: a galaxy's spectrum-like neighbours found from its picture).
 - MLP (few-shot): a small network trained on the reference half, from the embeddings or from the
   g, r, z magnitudes (the photometric baseline).
-- The frozen backbones' features before alignment + k-NN, to show what alignment adds.
+- The frozen backbones' features before alignment (``backbone_features``) + k-NN, to show what
+  alignment adds.
 """
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.metrics import r2_score
 from sklearn.neural_network import MLPRegressor
@@ -26,12 +25,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from ..files import atomic_path
-from ..models.image_encoder import encode_images, load_image_encoder
-from ..models.specformer import tokenize
-from ..train.spectrum_pretraining import load_encoder
+from ..files import atomic_path, open_hdf5
 from .embeddings import read_embeddings
-from .knn import knn_predict, reference_query_split
+from .knn import knn_predict, reference_query_split, require_references
 
 #: Properties predicted when the catalogue has them (the mock survey has all five).
 TARGETS = ("Z_HP", "LOGMSTAR", "SSFR", "AGE", "Z_MW")
@@ -63,36 +59,6 @@ def held_out(embedding_paths: Sequence[str | Path]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
-@torch.no_grad()
-def backbone_features(
-    image_encoder_path: str | Path,
-    spectrum_encoder_path: str | Path,
-    dataset_paths: Sequence[str | Path],
-    batch_size=128,
-) -> dict[str, np.ndarray]:
-    """Frozen features before alignment: pooled image-backbone features and token-mean hidden states."""
-    image_encoder = load_image_encoder(image_encoder_path)
-    spectrum_encoder = load_encoder(spectrum_encoder_path)
-    targetid, image, spectrum = [], [], []
-    for path in dataset_paths:
-        with h5py.File(path, "r") as h5:
-            targetid.append(h5["TARGETID"][()])
-            image.append(encode_images(image_encoder, h5["image"], batch_size).numpy())
-            for start in tqdm(range(0, len(h5["TARGETID"]), batch_size), desc=f"spectra of {Path(path).name}"):
-                rows = slice(start, start + batch_size)
-                tokens, _ = tokenize(torch.from_numpy(h5["spectrum"][rows]), torch.from_numpy(h5["ivar"][rows]))
-                hidden, _ = spectrum_encoder(tokens)
-                spectrum.append(hidden.mean(dim=1).numpy())
-    return {"TARGETID": np.concatenate(targetid), "image": np.concatenate(image), "spectrum": np.concatenate(spectrum)}
-
-
-def write_backbone_features(image_encoder_path, spectrum_encoder_path, dataset_paths, output) -> None:
-    features = backbone_features(image_encoder_path, spectrum_encoder_path, dataset_paths)
-    with atomic_path(output) as tmp, h5py.File(tmp, "w") as h5:
-        for name, values in features.items():
-            h5.create_dataset(name, data=values, track_times=False)
-
-
 def _mlp(seed: int):
     # Standardised inputs and a small network with early stopping: a few-shot probe, not a model
     # to be tuned; the same for every input so that rows compare.
@@ -109,6 +75,7 @@ def predict_properties(
     """Long table of predictions: method, target, TARGETID, true, predicted (query half only)."""
     if not np.array_equal(embeddings["TARGETID"], backbone["TARGETID"]):
         raise ValueError("the embedding files and the backbone features hold different galaxies or orders")
+    require_references(k, len(embeddings["TARGETID"]), "the embedding files")
     targets = [t for t in TARGETS if t in embeddings]
     reference, query = reference_query_split(len(embeddings["TARGETID"]), seed)
     image, spectrum = embeddings["image_embedding"], embeddings["spectrum_embedding"]
@@ -186,9 +153,11 @@ def redshift_scores(z_true: np.ndarray, z_pred: np.ndarray) -> dict[str, float]:
 
 
 def write_predictions(embedding_paths, backbone_path, output, k: int, seed: int) -> None:
-    with h5py.File(backbone_path, "r") as h5:
+    embeddings = held_out(embedding_paths)
+    require_references(k, len(embeddings["TARGETID"]), ", ".join(map(str, embedding_paths)))
+    with open_hdf5(backbone_path, "r") as h5:
         backbone = {name: h5[name][()] for name in h5}
-    predictions = predict_properties(held_out(embedding_paths), backbone, k, seed)
+    predictions = predict_properties(embeddings, backbone, k, seed)
     with atomic_path(output) as tmp:
         predictions.to_parquet(tmp, index=False)
 

@@ -16,11 +16,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from ..files import atomic_path
+from ..files import atomic_path, open_hdf5
 from .embeddings import read_embeddings
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ def read_dataset_rows(dataset_path: str | Path, rows: Sequence[int], keys: Seque
     the whole file: h5py wants sorted unique indices, so read those and put them back in order."""
     rows = np.asarray(rows, dtype=int)
     unique, inverse = np.unique(rows, return_inverse=True)
-    with h5py.File(dataset_path, "r") as h5:
+    with open_hdf5(dataset_path, "r") as h5:
         missing = [key for key in keys if key not in h5]
         if missing:
             raise KeyError(f"{dataset_path}: no {missing}; expected a dataset file of the build_dataset rule")
@@ -99,7 +98,7 @@ def read_heldout_rows(
 
 
 def dataset_attrs(dataset_path: str | Path) -> dict:
-    with h5py.File(dataset_path, "r") as h5:
+    with open_hdf5(dataset_path, "r") as h5:
         return {"wavelength": h5["wavelength"][()], **{k: h5.attrs[k] for k in h5.attrs}}
 
 
@@ -123,10 +122,33 @@ def need_objects(n: int, minimum: int, what: str) -> None:
 # --- UMAP ---------------------------------------------------------------------------------------
 
 
+def import_umap():
+    """umap-learn, imported on first use (numba sets up its compilation on import, which the other
+    functions here don't need).
+
+    umap-learn and pynndescent ask numba to cache compiled code beside their source files, or else
+    under ~/.cache/numba. From a read-only install (a shared environment, a container) with no
+    writable home, numba's import fails with "cannot cache function ...: no locator available".
+
+    Raises:
+        RuntimeError: then, naming the package file and the fix (NUMBA_CACHE_DIR).
+    """
+    try:
+        import umap
+    except RuntimeError as err:
+        if "cannot cache function" not in str(err):
+            raise
+        raise RuntimeError(
+            f"numba, which umap-learn uses, cannot write its compilation cache ({err}): the installed "
+            "package is read-only and so is ~/.cache. Set NUMBA_CACHE_DIR to a writable directory "
+            "(e.g. export NUMBA_CACHE_DIR=$TMPDIR/numba-cache) and rerun."
+        ) from err
+    return umap
+
+
 def umap_projection(vectors: np.ndarray, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
     """2-D UMAP of ``vectors`` (seeded, hence single-threaded and reproducible)."""
-    import umap  # imported here: numba compiles on import, which the other functions don't need
-
+    umap = import_umap()
     n = len(vectors)
     need_objects(n, 4, "UMAP")
     n_neighbors = clipped("structure.umap.n_neighbors", n_neighbors, 2, n - 1)

@@ -38,6 +38,7 @@ from torch import nn
 from ..files import atomic_path
 from .image_encoder import ImageEncoder, ViTImageEncoder, image_encoder_from_payload, image_encoder_payload
 from .specformer import SpecFormer, SpecFormerConfig, tokenize
+from .torch_files import read_torch_file
 
 
 class CrossAttentionHead(nn.Module):
@@ -164,7 +165,7 @@ def save_astroclip(model: AstroCLIP, path: str | Path, settings: dict) -> None:
 
 
 def load_astroclip(path: str | Path, map_location: str | torch.device = "cpu") -> AstroCLIP:
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = read_torch_file(path, map_location)
     for key in ("image_encoder", "spectrum_encoder", "spectrum_head", "embed_dim", "n_heads"):
         if key not in payload:
             raise KeyError(f"{path}: not an AstroCLIP model file (no {key!r}); expected the output of the align rule")

@@ -29,6 +29,7 @@ from ..data.augmentations import center_crop
 from ..files import atomic_path
 from .image_preprocessing import stein_rgb, viewer_rgb
 from .resnet import ResNet, ResNetConfig, mlp_head
+from .torch_files import read_torch_file
 from .vit import VisionTransformer, ViTConfig
 
 log = logging.getLogger(__name__)
@@ -147,19 +148,19 @@ def save_image_encoder(encoder: ImageEncoder | ViTImageEncoder, path: str | Path
 def load_image_encoder(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> ImageEncoder | ViTImageEncoder:
-    return image_encoder_from_payload(torch.load(path, map_location=map_location, weights_only=True), path)
+    return image_encoder_from_payload(read_torch_file(path, map_location), path)
 
 
 def read_state_dict(path: str | Path, key: str = "state_dict") -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file: the state dict under ``key`` (a Lightning checkpoint's
     ``state_dict``, AstroDINO's ``teacher``), or a bare state dict."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = read_torch_file(path)
     except pickle.UnpicklingError:
         # Lightning checkpoints also pickle their hyper-parameters (an argparse Namespace for
         # Stein et al.'s), which the safe loader refuses. The user named this file in the config.
         log.warning("%s holds more than tensors; loading it with the full unpickler", path)
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = read_torch_file(path, weights_only=False)
     state = payload.get(key, payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state dict of tensors (or a checkpoint with {key!r})")

@@ -10,7 +10,9 @@ mask and no wavelengths. Converting it to the raw-shard contract of :mod:`shards
 - the wavelength grid is the DESI grid of :mod:`desi` (7781 pixels is only that grid);
 - the file has no noise estimate, so every pixel gets ``ivar = 1`` and ``mask = 0``: equal
   weights, which is what AstroCLIP's own training did with this file. The shard says so in its
-  ``ivar_note`` attribute, and nothing downstream may read these ivars as a noise level;
+  ``ivar_note`` attribute, and nothing downstream may read these ivars as a noise level. A
+  non-finite flux is no measurement, as in every source (``desi.flag_invalid_pixels``): ivar 0
+  and a mask bit; a spectrum with no finite flux at all is missing (``no_valid_pixel``);
 - the redshift becomes ``Z_HP``; PROVABGS, cross-matched by TARGETID, gives RA, DEC, magnitudes
   and LOGMSTAR. Targets without a PROVABGS row are not selected (the dataset's cuts need
   LOGMSTAR > 0). A TARGETID that appears more than once keeps its first row.
@@ -27,12 +29,19 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..files import atomic_path
+from ..files import HDF5LockError, atomic_path, open_hdf5
 from .desi import N_PIXELS, wavelength_grid
 from .desi_edr import assign_shards, shard_targets
-from .legacysurvey import NON_FINITE, OUT_OF_FOOTPRINT
+from .legacysurvey import NON_FINITE, no_data_reason
 from .provabgs import crossmatch_provabgs, read_provabgs
-from .shards import MISSING_COLUMNS, CutoutShard, SpectraShard, write_cutout_shard, write_missing, write_spectra_shard
+from .shards import (
+    MISSING_COLUMNS,
+    CutoutShard,
+    SpectraShard,
+    write_cutout_shard,
+    write_missing,
+    write_spectra_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +81,9 @@ def validate_astroclip_hdf5(path: str | Path, groups=None) -> None:
     Reads metadata only, so it is cheap on the 56 GB file; used to accept a download.
     """
     try:
-        h5 = h5py.File(path, "r")
+        h5 = open_hdf5(path, "r")
+    except HDF5LockError:
+        raise  # a readable file that another process holds: not a format error
     except OSError as err:
         raise AstroclipHdf5FormatError(f"{path}: not a readable HDF5 file ({err})") from err
     with h5:
@@ -98,7 +109,7 @@ def read_index(path: str | Path, groups=None) -> pd.DataFrame:
     """TARGETID, Z_HP, GROUP and ROW of every object of the file (or of the chosen groups)."""
     validate_astroclip_hdf5(path, groups)
     frames = []
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "r") as h5:
         for group in _groups(h5, path, groups):
             targetid = np.asarray(h5[group]["targetids"][()], dtype=np.int64)
             frames.append(
@@ -174,21 +185,16 @@ def convert_spectra_shard(
 ) -> None:
     """Write one shard's spectra (ivar = 1, mask = 0: see the module docstring) and missing list."""
     rows = shard_targets(targets_path, shard)
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "r") as h5:
         flux = _read_rows(h5, rows, "spectra")[..., 0].astype(np.float32)
-    finite = np.isfinite(flux).all(axis=1)
-    missing = pd.DataFrame({"TARGETID": rows.TARGETID[~finite], "reason": NON_FINITE}, columns=MISSING_COLUMNS)
-    flux = flux[finite]
     shard_data = SpectraShard(
-        rows.TARGETID.to_numpy(np.int64)[finite],
-        wavelength_grid(),
-        flux,
-        np.ones_like(flux),
-        np.zeros(flux.shape, np.uint32),
+        rows.TARGETID.to_numpy(np.int64), wavelength_grid(), flux, np.ones_like(flux), np.zeros(flux.shape, np.uint32)
     )
-    write_missing(missing_path, missing)
-    write_spectra_shard(spectra_path, shard_data, SOURCE_NAME, attrs={"ivar_note": IVAR_NOTE})
-    log.info("%s: %d spectra, %d non-finite", spectra_path, int(finite.sum()), int((~finite).sum()))
+    missing = write_spectra_files(
+        spectra_path, missing_path, shard_data, pd.DataFrame(columns=MISSING_COLUMNS), SOURCE_NAME,
+        attrs={"ivar_note": IVAR_NOTE},
+    )  # fmt: skip
+    log.info("%s: %d spectra, %d without a finite flux", spectra_path, len(rows) - len(missing), len(missing))
 
 
 def convert_cutouts_shard(
@@ -196,11 +202,13 @@ def convert_cutouts_shard(
 ) -> None:
     """Write one shard's cutouts as (n, 3, 152, 152) nanomaggies, and its missing list."""
     rows = shard_targets(targets_path, shard)
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "r") as h5:
         images = np.ascontiguousarray(_read_rows(h5, rows, "images").transpose(0, 3, 1, 2), dtype=np.float32)
     finite = np.isfinite(images).all(axis=(1, 2, 3))
-    empty = ~np.any(np.where(np.isfinite(images), images, 1.0), axis=(1, 2, 3))
-    reason = np.where(~finite, NON_FINITE, np.where(empty, OUT_OF_FOOTPRINT, ""))
+    # the same rules for "no data" as the cutout service's answers (legacysurvey.no_data_reason)
+    reason = np.array(
+        [(no_data_reason(image, BANDS) or "") if ok else NON_FINITE for image, ok in zip(images, finite, strict=True)]
+    )
     keep = reason == ""
     missing = pd.DataFrame({"TARGETID": rows.TARGETID[~keep], "reason": reason[~keep]}, columns=MISSING_COLUMNS)
     write_missing(missing_path, missing)

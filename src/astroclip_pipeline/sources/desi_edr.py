@@ -177,11 +177,11 @@ def download_spectra_shard(
     if backend == "sparcl":
         service = SparclService(fetcher, sparcl_url)
         service.check_version()  # a protocol change on the server side stops here, with its version
-        write_sparcl_spectra_shard(rows.TARGETID.tolist(), spectra_path, missing_path, service, sparcl_batch)
+        write_sparcl_spectra_shard(rows, spectra_path, missing_path, service, sparcl_batch)
     elif backend == "coadd":
         if root is None:
             raise ValueError("the coadd backend needs root, the release's URL or local mirror directory")
-        write_coadd_spectra_shard(rows, root, spectra_path, missing_path, specprod)
+        write_coadd_spectra_shard(rows, root, spectra_path, missing_path, specprod, agent=fetcher.user_agent)
     else:
         raise ValueError(f"unknown spectra backend {backend!r}; expected one of {SPECTRA_BACKENDS}")
 

@@ -3,16 +3,19 @@
 The public services this pipeline downloads from (the Legacy Survey cutout service, the DESI
 archive, SPARCL) are shared by the whole community, so every request made here
 
-- names the project in its User-Agent, so that an operator can tell who is calling;
+- names this project, its version and (when the config gives one) a contact in its User-Agent,
+  so that an operator can tell who is calling and whom to write to;
 - waits for a per-host token bucket (``requests_per_second``), whatever the thread count;
-- is retried with exponential backoff and jitter on connection errors, time-outs, 429 and 5xx,
-  waiting at least as long as a ``Retry-After`` header asks (seconds or HTTP-date form);
+- is retried by urllib3's ``Retry`` (mounted on each requests session) on connection errors,
+  time-outs, 408, 425, 429 and 5xx, with exponential backoff and jitter, waiting at least as
+  long as a ``Retry-After`` header asks (seconds or HTTP-date form, capped);
 - is never retried on another 4xx: the answer will not change, so :class:`HTTPStatusError` says
   which URL gave which status at once.
 
-A body that arrives with status 200 can still be wrong (an HTML error page, a truncated file):
-callers pass a ``validate`` callback that raises :class:`PayloadError`, which is retried like a
-5xx a bounded number of times and then reported as a :class:`DownloadError`.
+What urllib3 does not do is kept here: the per-host rate limit; a body that arrives with status
+200 but is wrong (an HTML error page, a truncated file) is caught by a ``validate`` callback
+that raises :class:`PayloadError`, and a connection dropped mid-body; both are retried a bounded
+number of times and then reported as a :class:`DownloadError`.
 
 Big single files (the PROVABGS catalogue, the official AstroCLIP HDF5) go through
 :meth:`Fetcher.download_file`, which streams into ``<name>.part`` and resumes it with an HTTP
@@ -21,7 +24,6 @@ Big single files (the PROVABGS catalogue, the official AstroCLIP HDF5) go throug
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import random
@@ -31,23 +33,26 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 from tqdm.auto import tqdm
+from urllib3.exceptions import InvalidHeader
+from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 
-#: Where an operator who sees our traffic can find out what it is. This is the upstream project the
-#: pipeline reproduces; point it at this repository once it is public.
-PROJECT_URL = "https://github.com/PolymathicAI/AstroCLIP"
+#: What this project is, for an operator who sees its traffic (it has no public home yet; the
+#: config's ``downloads.contact`` says whom to write to).
+PROJECT = "astroclip-pipeline"
+PROJECT_DESCRIPTION = "AstroCLIP reproduction workflow, Snakemake"
 
-#: Statuses that mean "try again later"; every other 4xx is final.
-RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Statuses that mean "try again later": 408, 425, 429 and every 5xx; every other 4xx is final.
+RETRYABLE_STATUSES = frozenset({408, 425, 429, *range(500, 600)})
 
 
 def package_version() -> str:
@@ -58,17 +63,23 @@ def package_version() -> str:
         return "dev"
 
 
-def user_agent() -> str:
-    return f"astroclip-pipeline/{package_version()} (+{PROJECT_URL})"
+def user_agent(contact: str | None = None) -> str:
+    """``astroclip-pipeline/<version> (<what it is>; contact: <contact>) python-requests/<version>``.
+
+    ``contact`` (an e-mail address or URL the user sets in the config) is left out when None.
+    """
+    about = PROJECT_DESCRIPTION + (f"; contact: {contact}" if contact else "")
+    return f"{PROJECT}/{package_version()} ({about}) python-requests/{requests.__version__}"
 
 
 class DownloadError(RuntimeError):
-    """A request that still failed after every allowed attempt; ``reasons`` lists each attempt."""
+    """A request that still failed after every allowed attempt; ``reasons`` lists what went wrong."""
 
-    def __init__(self, url: str, reasons: list[str]):
+    def __init__(self, url: str, reasons: list[str], attempts: int | None = None):
         self.url = url
         self.reasons = reasons
-        super().__init__(f"{url}: gave up after {len(reasons)} attempt(s): {'; '.join(reasons)}")
+        attempts = len(reasons) if attempts is None else attempts
+        super().__init__(f"{url}: gave up after {attempts} attempt(s): {'; '.join(reasons)}")
 
 
 class HTTPStatusError(DownloadError):
@@ -93,10 +104,11 @@ Validator = Callable[[bytes, Mapping[str, str]], None]
 class RetryPolicy:
     """How often and how patiently to retry.
 
-    The wait before attempt ``k + 1`` is ``min(backoff_max, backoff_base * 2**(k - 1))`` scaled by a
-    random factor in ``[1 - jitter, 1 + jitter]`` (so that many clients do not retry in step), or the
-    server's ``Retry-After`` if that is longer (capped at ``retry_after_max``). Tests set a tiny
-    ``backoff_base``.
+    ``attempts`` is the number of tries of one request. The waits are urllib3's: none before the
+    first retry, then ``backoff_base``, ``2 * backoff_base``, ``4 * backoff_base``... up to
+    ``backoff_max``, each plus a random jitter of up to ``jitter * backoff_base`` seconds (so that
+    many clients do not retry in step), or the server's ``Retry-After`` if that is longer (capped
+    at ``retry_after_max``). Tests set a tiny ``backoff_base``.
     """
 
     attempts: int = 6
@@ -111,25 +123,57 @@ class RetryPolicy:
         if self.backoff_base < 0 or self.backoff_max < 0 or not 0 <= self.jitter < 1:
             raise ValueError(f"RetryPolicy: backoff must be >= 0 and jitter in [0, 1), got {self}")
 
+    def urllib3_retry(self, sleep: Callable[[float], None] = time.sleep) -> Retry:
+        """This policy as urllib3's ``Retry`` (GET and POST: every POST here is a query)."""
+        return _Retry(
+            total=self.attempts - 1,
+            status_forcelist=RETRYABLE_STATUSES,
+            allowed_methods=frozenset({"GET", "POST"}),
+            backoff_factor=self.backoff_base / 2,  # urllib3 waits factor * 2**(k-1) from its 2nd retry
+            backoff_max=self.backoff_max,
+            backoff_jitter=self.jitter * self.backoff_base,
+            retry_after_max=int(self.retry_after_max),
+            raise_on_status=False,  # the last answer comes back, to be reported with every attempt
+            raise_on_redirect=False,
+            sleep=sleep,
+        )
+
     def backoff(self, attempt: int, rng: random.Random) -> float:
+        """The wait after ``attempt`` failed tries, for the retries urllib3 cannot make (bodies)."""
         wait = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-        return wait * rng.uniform(1 - self.jitter, 1 + self.jitter)
+        return wait + rng.uniform(0, self.jitter * self.backoff_base)
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: ``"120"`` or an HTTP-date; None if absent/bad."""
+class _Retry(Retry):
+    """urllib3's Retry, sleeping through a given function (the Fetcher's, which tests record) and
+    never shorter than ``Retry-After`` asks (urllib3 sleeps either the one or the other)."""
+
+    def __init__(self, *args, sleep: Callable[[float], None] = time.sleep, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sleep = sleep
+
+    def new(self, **kwargs) -> Retry:
+        retry = super().new(**kwargs)
+        retry._sleep = self._sleep
+        return retry
+
+    def sleep(self, response=None) -> None:
+        wait = self.get_backoff_time()
+        if response is not None and self.respect_retry_after_header:
+            wait = max(wait, self.get_retry_after(response) or 0.0)
+        if wait > 0:
+            self._sleep(wait)
+
+
+def parse_retry_after(value: str | None, retry_after_max: float = RetryPolicy.retry_after_max) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (``"120"`` or an HTTP-date), by urllib3's
+    parser; None if absent or unreadable."""
     if not value:
         return None
-    value = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return float(Retry(retry_after_max=int(retry_after_max)).parse_retry_after(value))
+    except InvalidHeader:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class TokenBucket:
@@ -181,7 +225,7 @@ class Fetcher:
 
     ``max_workers`` bounds the threads of :meth:`map`; ``requests_per_second`` (per host, across
     all threads; None for no limit) and ``burst`` set each host's token bucket; ``timeout`` is
-    (connect, read) in seconds.
+    (connect, read) in seconds; ``contact`` goes into the User-Agent (see :func:`user_agent`).
     """
 
     max_workers: int = 4
@@ -189,13 +233,14 @@ class Fetcher:
     burst: float = 1.0
     timeout: tuple[float, float] = (10.0, 120.0)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    user_agent: str = field(default_factory=user_agent)
+    contact: str | None = None
     sleep: Callable[[float], None] = time.sleep
     seed: int | None = None
 
     def __post_init__(self):
         if self.max_workers < 1:
             raise ValueError(f"Fetcher.max_workers must be >= 1, got {self.max_workers}")
+        self.user_agent = user_agent(self.contact)
         self._local = threading.local()
         self._buckets: dict[str, TokenBucket] = {}
         self._buckets_lock = threading.Lock()
@@ -210,6 +255,9 @@ class Fetcher:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = self.user_agent
+            adapter = HTTPAdapter(max_retries=self.retry.urllib3_retry(self.sleep))
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             self._local.session = session
         return session
 
@@ -230,6 +278,27 @@ class Fetcher:
             wait = max(wait, min(retry_after, self.retry.retry_after_max))
         return wait
 
+    def _send(self, method: str, url: str, **kwargs) -> requests.Response:
+        """One request with urllib3's retries (connection errors, time-outs, retryable statuses).
+
+        Raises DownloadError when they are spent, listing each attempt, and HTTPStatusError for a
+        final 4xx; returns any 2xx answer, its body not yet read.
+        """
+        self._wait_for_host(url)
+        try:
+            # stream: the body is read by the caller, where a connection dropped mid-body is retried
+            response = self._session().request(method, url, timeout=self.timeout, stream=True, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as err:
+            raise DownloadError(url, [f"{type(err).__name__}: {err}"], self.retry.attempts) from err
+        if response.status_code in RETRYABLE_STATUSES:
+            retries = getattr(response.raw, "retries", None)
+            history = [f"HTTP {h.status}" if h.status else str(h.error) for h in getattr(retries, "history", ())]
+            response.close()
+            raise DownloadError(response.url or url, [*history, f"HTTP {response.status_code}"])
+        if not 200 <= response.status_code < 300:
+            raise HTTPStatusError(response.url or url, response.status_code, _body_start(response.content))
+        return response
+
     # -- single requests -------------------------------------------------------------------------
 
     def get(self, url: str, *, params: Mapping | None = None, validate: Validator | None = None) -> Fetched:
@@ -249,36 +318,27 @@ class Fetcher:
         json: Any = None,
         validate: Validator | None = None,
     ) -> Fetched:
-        """One request, retried as the policy says; returns the whole body once it validates."""
+        """One request, retried as the policy says; returns the whole body once it validates.
+
+        urllib3 retries the request itself (:meth:`_send`); this loop retries what it cannot
+        see: a body cut short mid-way, or one that ``validate`` rejects.
+        """
         reasons: list[str] = []
         for attempt in range(1, self.retry.attempts + 1):
-            self._wait_for_host(url)
-            retry_after = None
+            response = self._send(method, url, params=params, json=json)
             try:
-                response = self._session().request(method, url, params=params, json=json, timeout=self.timeout)
                 content = response.content  # a connection dropped mid-body raises here
-            except (requests.ConnectionError, requests.Timeout) as err:
-                reasons.append(f"{type(err).__name__}: {err}")
-            except requests.exceptions.ChunkedEncodingError as err:
+                _check_length(content, response.headers)
+                if validate is not None:
+                    validate(content, response.headers)
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
                 reasons.append(f"connection dropped mid-body: {err}")
+            except PayloadError as err:
+                reasons.append(f"bad payload: {err}")
             else:
-                full_url = response.url or url
-                if response.status_code in RETRYABLE_STATUSES or response.status_code >= 500:
-                    reasons.append(f"HTTP {response.status_code}")
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                elif not 200 <= response.status_code < 300:
-                    raise HTTPStatusError(full_url, response.status_code, _body_start(content))
-                else:
-                    try:
-                        _check_length(content, response.headers)
-                        if validate is not None:
-                            validate(content, response.headers)
-                    except PayloadError as err:
-                        reasons.append(f"bad payload: {err}")
-                    else:
-                        return Fetched(full_url, response.status_code, response.headers, content)
+                return Fetched(response.url or url, response.status_code, response.headers, content)
             if attempt < self.retry.attempts:
-                wait = self._backoff(attempt, retry_after)
+                wait = self._backoff(attempt)
                 log.warning(
                     "%s %s: %s; retry %d/%d in %.2f s", method, url, reasons[-1], attempt, self.retry.attempts - 1, wait
                 )
@@ -375,7 +435,7 @@ class Fetcher:
                     return total  # the part file was already complete when the process stopped
                 part.unlink()
                 raise _RetryableDownload(f"HTTP 416 for bytes={have}- of a {total}-byte file; restarting")
-            if status in RETRYABLE_STATUSES or status >= 500:
+            if status in RETRYABLE_STATUSES:  # urllib3's retries are spent: retry the download
                 raise _RetryableDownload(f"HTTP {status}", parse_retry_after(response.headers.get("Retry-After")))
             if status not in (200, 206):
                 raise HTTPStatusError(url, status)
@@ -473,4 +533,5 @@ def fetcher_from_config(downloads: Mapping[str, Any]) -> Fetcher:
         retry=RetryPolicy(
             attempts=downloads["attempts"], backoff_base=downloads["backoff_base"], backoff_max=downloads["backoff_max"]
         ),
+        contact=downloads.get("contact"),
     )

@@ -1,8 +1,23 @@
-"""Legacy Survey grz cutouts: the cutout service's URLs, its FITS answers, and resumable shards.
+"""Legacy Survey cutouts: the cutout service's URLs, its FITS answers, and resumable shards.
 
 The service (https://www.legacysurvey.org/viewer/cutout.fits) answers one request per position
 with one FITS image in the primary HDU: float32, (bands, size, size), nanomaggies, TAN WCS, cards
-``BANDS='grz'`` and ``BAND0..2``. A position outside the footprint comes back as an all-zero image.
+``BANDS='grz'`` and ``BAND0..``. The layer is a config choice: ``ls-dr9`` (g, r, z; AstroCLIP's)
+or ``ls-dr10`` (g, r, i, z; i only where DECam observed it). Planes are always picked by their
+BAND cards, never by position, and stored in the order of ``CutoutSpec.bands``; the models read
+g, r, z (``shards.MODEL_BANDS``) whatever else the layer delivers.
+
+Where the survey has no data, the service fills pixels with 0 (a measured, sky-subtracted pixel
+is never exactly 0). Each form of "no data" gets one rule (:func:`no_data_reason`):
+
+- every band all zero: ``out_of_footprint``, the target is missing;
+- a model band (g, r or z) all zero, or absent from the answer: ``no_data_in_band: z``, missing
+  (a zero plane is not a measurement, and the models cannot read a grz image without it);
+- another band (DR10's i) all zero or absent: kept, its plane 0 and its coverage 0;
+- part of a band empty (the edge of the footprint, a CCD gap): kept and flagged: the dataset's
+  ``COVERAGE_G/R/Z`` columns give each band's fraction of pixels with data (:func:`band_coverage`);
+- an answer without an image (NAXIS = 0): ``no_image``, missing; NaN/inf pixels: ``non_finite``,
+  missing; a final HTTP 4xx: ``http_{status}``, missing.
 
 :func:`download_cutout_shard` fetches one shard of targets, one request per target, and writes
 the raw-shard files of ``shards.py``. Each finished target is kept at once in a sidecar directory
@@ -29,7 +44,7 @@ from tqdm.auto import tqdm
 
 from ..files import atomic_path
 from .http import DownloadError, Fetcher, HTTPStatusError, PayloadError
-from .shards import MISSING_COLUMNS, CutoutShard, write_cutout_shard, write_missing
+from .shards import MISSING_COLUMNS, MODEL_BANDS, CutoutShard, write_cutout_shard, write_missing
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +53,11 @@ SOURCE_NAME = "legacysurvey"
 
 # Reasons written to missing-{i}.csv.
 OUT_OF_FOOTPRINT = "out_of_footprint"
+NO_DATA_IN_BAND = "no_data_in_band"
+NO_IMAGE = "no_image"
 NON_FINITE = "non_finite"
+UNEXPECTED_ANSWER = "unexpected_answer"
+BAD_POSITION = "bad_position"
 DOWNLOAD_FAILED = "download_failed"
 
 
@@ -52,6 +71,14 @@ class CutoutSpec:
     size: int = 152
     service: str = CUTOUT_SERVICE
 
+    def __post_init__(self):
+        absent = [band for band in MODEL_BANDS if band not in self.bands]
+        if absent or len(set(self.bands)) != len(self.bands):
+            raise ValueError(
+                f"cutout bands {self.bands!r}: each band once, and the models' {MODEL_BANDS!r} among them "
+                f"(ls-dr9 has grz, ls-dr10 griz)"
+            )
+
 
 class CutoutError(PayloadError):
     """A cutout answer that is not the FITS image asked for (HTML, truncated, wrong shape...)."""
@@ -59,6 +86,18 @@ class CutoutError(PayloadError):
 
 class NonFiniteCutoutError(ValueError):
     """A well-formed cutout with NaN or infinite pixels: the survey cannot deliver this target."""
+
+
+class NoImageError(ValueError):
+    """A well-formed FITS answer that holds no image (NAXIS = 0): no data at that position."""
+
+
+class MissingBandError(ValueError):
+    """A well-formed cutout without a plane for a band asked for; ``bands`` lists them."""
+
+    def __init__(self, message: str, bands):
+        super().__init__(message)
+        self.bands = list(bands)
 
 
 class IncompleteShardError(RuntimeError):
@@ -80,11 +119,12 @@ def cutout_url(ra: float, dec: float, spec: CutoutSpec = CutoutSpec()) -> str:
     return f"{spec.service}?{urlencode(query)}"
 
 
-def parse_cutout(data: bytes | str | Path, bands: str = "grz", size: int = 152) -> np.ndarray:
-    """The image of one cutout answer as native float32 (bands, size, size); CutoutError if malformed.
+def parse_cutout(data: bytes | str | Path) -> tuple[np.ndarray, fits.Header]:
+    """The primary image of one cutout answer as native float32 and its header; CutoutError if malformed.
 
-    Checks what a wrong answer looks like: an HTML page, a body too short for the image its header
-    announces, no image in the primary HDU, another shape, or a ``BANDS`` card naming other bands.
+    Checks what the FITS format promises and what a wrong answer looks like: an HTML page, a body
+    too short for the image its header announces, an unreadable file. An image of NAXIS 0 (no
+    data) comes back with shape (0, 0, 0); a 2-d image (one band) as (1, ny, nx).
     """
     name = str(data) if isinstance(data, str | Path) else "cutout response"
     raw = Path(data).read_bytes() if isinstance(data, str | Path) else bytes(data)
@@ -96,40 +136,86 @@ def parse_cutout(data: bytes | str | Path, bands: str = "grz", size: int = 152) 
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # astropy only warns about a truncated file
             with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
-                header = hdul[0].header
-                expected_shape = (len(bands), size, size)
-                shape = tuple(header.get(f"NAXIS{k}", 0) for k in range(header.get("NAXIS", 0), 0, -1))
-                if shape != expected_shape:
-                    raise CutoutError(f"{name}: primary HDU has shape {shape}, expected {expected_shape}")
+                header = hdul[0].header.copy()
+                naxis = header.get("NAXIS", 0)
+                shape = tuple(header.get(f"NAXIS{k}", 0) for k in range(naxis, 0, -1))
+                if naxis == 0 or hdul[0].data is None:
+                    return np.zeros((0, 0, 0), np.float32), header
+                if naxis not in (2, 3):
+                    raise CutoutError(f"{name}: primary HDU has shape {shape}; a cutout is (bands, ny, nx) or (ny, nx)")
                 needed = hdul.fileinfo(0)["datLoc"] + abs(header["BITPIX"]) // 8 * int(np.prod(shape))
                 if len(raw) < needed:
                     raise CutoutError(f"{name}: truncated: {len(raw)} bytes, the image needs {needed}")
-                if "BANDS" in header and str(header["BANDS"]).strip() != bands:
-                    raise CutoutError(f"{name}: BANDS={header['BANDS']!r}, expected {bands!r}")
-                image = np.asarray(hdul[0].data, dtype=np.float32)
+                image = np.asarray(hdul[0].data, dtype=np.float32).reshape((-1, *shape[-2:]))
     except CutoutError:
         raise
     except (OSError, ValueError, TypeError, KeyError, Warning) as err:
         raise CutoutError(f"{name}: unreadable FITS: {err}") from err
-    return np.ascontiguousarray(image, dtype=np.float32)  # big-endian FITS -> native byte order
+    unit = str(header.get("BUNIT", "nanomaggy")).strip().lower()
+    if unit not in ("nanomaggy", "nanomaggies", "nmgy"):
+        raise CutoutError(f"{name}: BUNIT={header['BUNIT']!r}; a Legacy Survey cutout is in nanomaggies")
+    return np.ascontiguousarray(image, dtype=np.float32), header  # big-endian FITS -> native byte order
 
 
-def read_cutout_fits(data: bytes | str | Path, bands: str = "grz", size: int = 152) -> np.ndarray:
-    """A validated cutout in nanomaggies: float32 (bands, size, size), every pixel finite.
+def cutout_bands(header: fits.Header, n_planes: int, name: str = "cutout") -> str:
+    """The band of each plane, from the ``BAND0``, ``BAND1``... cards (else the ``BANDS`` card)."""
+    cards = [str(header.get(f"BAND{k}", "")).strip() for k in range(n_planes)]
+    if all(cards):
+        return "".join(cards)
+    bands = str(header.get("BANDS", "")).strip()
+    if len(bands) == n_planes:
+        return bands
+    raise CutoutError(f"{name}: {n_planes} plane(s) but no BAND0..{n_planes - 1} cards or BANDS card naming them")
 
-    ``data`` is the response body or a path to a saved ``.fits``. Raises :class:`CutoutError` for a
-    malformed answer and :class:`NonFiniteCutoutError` for NaN/inf pixels.
+
+def read_cutout_fits(data: bytes | str | Path, bands: str | None = None, size: int | None = None) -> np.ndarray:
+    """A cutout in nanomaggies: float32 (n_bands, ny, nx), every pixel finite.
+
+    ``data`` is the response body or a path to a saved ``.fits``; any valid cutout is read as it
+    is (its bands in file order). Only when asked, the pipeline's expectations are checked:
+    ``bands`` selects and orders the planes by their BAND cards, never by position, and raises
+    :class:`MissingBandError` naming a band the file does not hold; ``size`` raises
+    :class:`CutoutError` for another image size. Raises :class:`CutoutError` for a malformed
+    answer, :class:`NoImageError` for an answer without an image, :class:`NonFiniteCutoutError`
+    for NaN/inf pixels.
     """
-    image = parse_cutout(data, bands, size)
+    name = str(data) if isinstance(data, str | Path) else "cutout response"
+    image, header = parse_cutout(data)
+    if image.size == 0:
+        raise NoImageError(f"{name}: the answer holds no image (NAXIS = {header.get('NAXIS', 0)})")
+    if bands is not None:
+        held = cutout_bands(header, len(image), name)
+        absent = [band for band in bands if band not in held]
+        if absent:
+            raise MissingBandError(f"{name}: no {','.join(absent)} plane; the file holds bands {held!r}", absent)
+        image = image[[held.index(band) for band in bands]]
+    if size is not None and image.shape[1:] != (size, size):
+        raise CutoutError(f"{name}: image is {image.shape[1:]}, expected {(size, size)}")
     if not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
-        raise NonFiniteCutoutError(f"cutout has {bad} non-finite pixel(s) of {image.size}")
+        raise NonFiniteCutoutError(f"{name}: {bad} non-finite pixel(s) of {image.size}")
     return image
+
+
+def band_coverage(image: np.ndarray) -> np.ndarray:
+    """Fraction of pixels with data per band of (..., n_bands, ny, nx): the service fills 0 where
+    no exposure covers a pixel, and a measured sky-subtracted pixel is never exactly 0."""
+    image = np.asarray(image)
+    return np.count_nonzero(image, axis=(-2, -1)) / float(image.shape[-1] * image.shape[-2])
 
 
 def is_out_of_footprint(image: np.ndarray) -> bool:
     """True for the all-zero image the service returns for a position it has no data for."""
     return not np.any(image)
+
+
+def no_data_reason(image: np.ndarray, bands: str, required: str = MODEL_BANDS) -> str | None:
+    """Why a cutout is not a measurement of the target, or None when it is (see the module docstring)."""
+    if is_out_of_footprint(image):
+        return OUT_OF_FOOTPRINT
+    coverage = band_coverage(image)
+    empty = [band for band, fraction in zip(bands, coverage, strict=True) if fraction == 0 and band in required]
+    return f"{NO_DATA_IN_BAND}: {','.join(empty)}" if empty else None
 
 
 @dataclass
@@ -178,8 +264,9 @@ def download_cutout_shard(
     """Fetch the cutouts of one shard and write ``shard-{i}.h5`` and ``missing-{i}.csv`` in ``out_dir``.
 
     ``targets`` holds TARGETID, RA, DEC and ``shard_column``; the shard keeps the targets' order.
-    A target the survey cannot deliver (out of footprint, non-finite pixels, a final HTTP 4xx) is
-    listed in the missing file with its reason. A target whose download still fails after every
+    A target the survey cannot deliver (each form of "no data" in the module docstring,
+    non-finite pixels, a position off the sky, a final HTTP 4xx) is listed in the missing file
+    with its reason. A target whose download still fails after every
     retry stops the shard with :class:`IncompleteShardError` (the finished targets stay in the
     sidecar for the rerun) unless ``record_failures`` lists it as ``download_failed`` instead.
     A shard whose two files exist is skipped.
@@ -262,22 +349,54 @@ def _fetch_target(
 ) -> str | None:
     """Download one cutout into the sidecar; return the reason it is missing, or None."""
     try:
-        body = fetcher.get(cutout_url(ra, dec, spec), validate=lambda b, _: parse_cutout(b, spec.bands, spec.size))
-    except HTTPStatusError as err:
-        reason = f"http_{err.status}"
+        url = cutout_url(ra, dec, spec)
+    except ValueError as err:
+        reason = f"{BAD_POSITION}: {err}"
     else:
         try:
-            image = read_cutout_fits(body.content, spec.bands, spec.size)
-        except NonFiniteCutoutError as err:
-            reason = f"{NON_FINITE}: {err}"
+            # Only a malformed answer (HTML, truncated...) is retried; a valid FITS file that says
+            # "no data" is the survey's final answer for this position.
+            body = fetcher.get(url, validate=lambda b, _: parse_cutout(b))
+        except HTTPStatusError as err:
+            reason = f"http_{err.status}"
         else:
-            if not is_out_of_footprint(image):
+            image, reason = _answer_image(body.content, spec)
+            if reason is None:
                 with atomic_path(sidecar / f"{targetid}.npy") as tmp, open(tmp, "wb") as out:
                     np.save(out, image)
                 return None
-            reason = OUT_OF_FOOTPRINT
     _write_text(sidecar / f"{targetid}.missing", reason)
     return reason
+
+
+def _answer_image(body: bytes, spec: CutoutSpec) -> tuple[np.ndarray | None, str | None]:
+    """The answer's image in ``spec.bands`` order, or None and why the target is missing."""
+    try:
+        image = read_cutout_fits(body, spec.bands, spec.size)
+    except MissingBandError as err:
+        required = [band for band in err.bands if band in MODEL_BANDS]
+        if required:
+            return None, f"{NO_DATA_IN_BAND}: {','.join(required)} (not in the answer)"
+        # A band the models do not read is kept as an empty plane, as the service fills no data.
+        held = [band for band in spec.bands if band not in err.bands]
+        try:
+            partial = read_cutout_fits(body, "".join(held), spec.size)
+        except (CutoutError, NonFiniteCutoutError) as inner:
+            return None, _reason_of(inner)
+        image = np.zeros((len(spec.bands), spec.size, spec.size), np.float32)
+        image[[spec.bands.index(band) for band in held]] = partial
+    except (CutoutError, NonFiniteCutoutError, NoImageError) as err:
+        return None, _reason_of(err)
+    reason = no_data_reason(image, spec.bands)
+    return (image, None) if reason is None else (None, reason)
+
+
+def _reason_of(err: Exception) -> str:
+    if isinstance(err, NonFiniteCutoutError):
+        return f"{NON_FINITE}: {err}"
+    if isinstance(err, NoImageError):
+        return NO_IMAGE
+    return f"{UNEXPECTED_ANSWER}: {err}"
 
 
 def _write_text(path: Path, text: str) -> None:

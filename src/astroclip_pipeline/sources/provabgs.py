@@ -3,10 +3,15 @@
 The catalogue is one HDF5 file written by astropy (``Table.write(..., format="hdf5")``): a single
 compound dataset whose fields are the table's columns. Scalar columns (TARGETID, RA, DEC, Z_HP,
 MAG_G/R/Z...) hold one value per galaxy; PROVABGS_LOGMSTAR holds posterior samples of log10 M*
-per galaxy, PROVABGS_MCMC (100 x 13) the full chains. :func:`read_provabgs` reads only the fields
-it needs (h5py reads a subset of a compound dataset's fields) and summarises the posterior as
-``LOGMSTAR`` = its median. Column names are matched case-insensitively (the "lite" releases spell
-them ``provabgs_logMstar``) and returned upper-case, as the full release spells them.
+per galaxy, PROVABGS_MCMC (100 x 13) the full chains. :func:`read_provabgs` reads the table with
+astropy's own reader (``Table.read``), which honours the conventions astropy wrote it with: a
+masked entry (stored as a ``<name>.mask`` field beside the data when the table was written with
+``serialize_meta=True``) is no value, whatever number sits underneath. Masked floats become NaN
+(so the dataset's cuts remove them and count them), masked integers and booleans become pandas'
+missing value, and masked posterior samples are left out of the median ``LOGMSTAR`` (NaN when
+all are masked). A masked TARGETID raises. Reading field by field with h5py would return the
+numbers under the masks as if measured. Column names are matched case-insensitively (the "lite"
+releases spell them ``provabgs_logMstar``) and returned upper-case, as the full release spells them.
 
 Age, metallicity and SFR need the provabgs SPS model (not on PyPI), so only the stellar mass is
 derived here.
@@ -19,6 +24,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+from astropy.table import Table
+
+from ..files import HDF5LockError, open_hdf5
+from .catalogue import MaskedKeyError, table_columns
 
 PROVABGS_URL = "https://data.desi.lbl.gov/public/edr/vac/edr/provabgs/v1.0/BGS_ANY_full.provabgs.sv3.v0.hdf5"
 #: Columns every PROVABGS file must have for the pipeline to use it.
@@ -69,16 +78,23 @@ def validate_provabgs_file(path: str | Path, min_size: int = 0, expected_size: i
 
 
 def read_provabgs(path: str | Path) -> pd.DataFrame:
-    """The scalar columns of KEPT_COLUMNS that the file has, plus LOGMSTAR (posterior median)."""
+    """The scalar columns of KEPT_COLUMNS that the file has, plus LOGMSTAR (posterior median).
+
+    Masked entries come back missing (NaN for floats), as the module docstring says. The whole
+    table is read (astropy's HDF5 reader has no column selection): about 1 GB for the full
+    PROVABGS release, most of it the MCMC chains.
+    """
     validate_provabgs_file(path)
     with _open(path) as h5:
-        dataset, fields = _table(h5, path)
-        wanted = [c for c in KEPT_COLUMNS if c in fields]
-        scalars = dataset.fields([fields[c] for c in wanted])[()]
-        samples = dataset.fields(fields["PROVABGS_LOGMSTAR"])[()]
-    frame = pd.DataFrame({c: _native(scalars[fields[c]]) for c in wanted})
-    samples = np.asarray(samples, dtype=np.float64).reshape(len(frame), -1)
-    frame["LOGMSTAR"] = np.median(samples, axis=1)
+        table_path = _table(h5, path)[0].name
+    table = Table.read(path, format="hdf5", path=table_path)
+    table.rename_columns(table.colnames, [name.upper() for name in table.colnames])
+    try:
+        frame = table_columns(table, [c for c in KEPT_COLUMNS if c in table.colnames], path)
+    except MaskedKeyError as err:
+        raise ProvabgsFormatError(str(err)) from None
+    samples = np.ma.masked_invalid(np.ma.asarray(table["PROVABGS_LOGMSTAR"], dtype=np.float64))
+    frame["LOGMSTAR"] = np.ma.median(samples.reshape(len(frame), -1), axis=1).filled(np.nan)
     duplicated = frame.TARGETID[frame.TARGETID.duplicated()]
     if len(duplicated):
         raise ProvabgsFormatError(f"{path}: TARGETID(s) {duplicated.tolist()[:10]} appear more than once")
@@ -99,7 +115,9 @@ def crossmatch_provabgs(targets: pd.DataFrame, provabgs: pd.DataFrame) -> pd.Dat
 
 def _open(path: Path) -> h5py.File:
     try:
-        return h5py.File(path, "r")
+        return open_hdf5(path, "r")
+    except HDF5LockError:
+        raise  # a readable file that another process holds: not a format error
     except OSError as err:
         raise ProvabgsFormatError(f"{path}: not a readable HDF5 file ({err})") from err
 
@@ -112,10 +130,3 @@ def _table(h5: h5py.File, path) -> tuple[h5py.Dataset, dict[str, str]]:
     if len(tables) != 1:
         raise ProvabgsFormatError(f"{path}: expected one table with a TARGETID column, found {len(tables)}")
     return tables[0], {name.upper(): name for name in tables[0].dtype.names}
-
-
-def _native(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values)
-    if values.dtype.kind == "S":
-        return values.astype(str)
-    return values.astype(values.dtype.newbyteorder("="))

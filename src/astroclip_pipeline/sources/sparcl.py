@@ -18,6 +18,14 @@ project does not install the client, whose pins conflict with numpy 2.4 / pandas
 - the client caps one retrieve at 24,000 records (``MAX_NUM_RECORDS_RETRIEVED``) and its
   ``limit`` defaults to 500, the batch size AstroCLIP used.
 
+One TARGETID can have several DESI-EDR records: a target observed in more than one survey or
+program (sv1, sv3, special...) has one healpix coadd, hence one SPARCL record, per (survey,
+program). The record used is that of the spectrum target selection chose: its ``survey``,
+``program`` and ``healpix`` fields (those of :data:`IDENTITY_FIELDS` that the data set's
+``/api/datafields/`` lists) must equal the target's SURVEY, PROGRAM and HEALPIX. A target whose
+chosen record cannot be told apart, or is absent, or is unusable (off the DESI grid, fields
+missing, no valid pixel) is listed as missing with its reason; the rest of the shard goes on.
+
 The pickle is the server's own format; since unpickling runs code named in the stream, it is
 read here with an unpickler that only rebuilds numpy arrays and plain containers.
 """
@@ -36,9 +44,9 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 
-from .desi import N_PIXELS, wavelength_grid
+from .desi import N_PIXELS, flag_invalid_pixels, wavelength_grid
 from .http import Fetcher, PayloadError
-from .shards import MISSING_COLUMNS, SpectraShard, write_missing, write_spectra_shard
+from .shards import MISSING_COLUMNS, SpectraShard, write_spectra_files
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,13 @@ KNOWN_API_VERSION = 14.2
 MAX_RECORDS_PER_CALL = 24_000
 SPECTRUM_FIELDS = ("flux", "ivar", "mask", "wavelength")
 SOURCE_NAME = "sparcl"
+#: Fields of a DESI record that say which coadd it comes from -> the targets' column they must equal.
+IDENTITY_FIELDS = {"survey": "SURVEY", "program": "PROGRAM", "healpix": "HEALPIX"}
+# Reasons written to missing-{i}.csv.
 NOT_IN_SPARCL = "not_in_sparcl"
+SELECTED_SPECTRUM_NOT_IN_SPARCL = "selected_spectrum_not_in_sparcl"
+SEVERAL_SPARCL_RECORDS = "several_sparcl_records"
+UNUSABLE_SPARCL_RECORD = "unusable_sparcl_record"
 
 
 class SparclError(RuntimeError):
@@ -59,12 +73,14 @@ class SparclError(RuntimeError):
 
 @dataclass
 class SparclSpectra:
+    """Spectra on the DESI grid, rows in the order asked; ``missing`` is (TARGETID, reason) pairs."""
+
     targetid: np.ndarray
     wavelength: np.ndarray
     flux: np.ndarray
     ivar: np.ndarray
     mask: np.ndarray
-    missing: list[int] = field(default_factory=list)
+    missing: list[tuple[int, str]] = field(default_factory=list)
 
 
 class SparclService:
@@ -141,79 +157,117 @@ class SparclService:
 
 
 def retrieve_spectra(
-    service: SparclService, targetids: Sequence[int], batch_size: int = 500, progress=None
+    service: SparclService, targets: pd.DataFrame | Sequence[int], batch_size: int = 500, progress=None
 ) -> SparclSpectra:
-    """DESI spectra of ``targetids`` on the 7781-pixel grid, in their order; absent ones listed.
+    """DESI spectra of ``targets`` on the 7781-pixel grid, in their order; the others listed with a reason.
 
-    Each batch is one find and one retrieve call, as ``retrieve_by_specid`` makes them. A record
-    whose wavelength array is not the DESI grid raises: SPARCL is expected to serve the
+    ``targets`` is a table with TARGETID and, to choose among several records of one target,
+    the columns of :data:`IDENTITY_FIELDS` (SURVEY, PROGRAM, HEALPIX), or just TARGETIDs. Each
+    batch is one find and one retrieve call, as ``retrieve_by_specid`` makes them. A record
+    whose wavelength array is not the DESI grid is unusable: SPARCL is expected to serve the
     b/r/z-combined coadd, and resampling here would hide a change on its side.
     """
     if not 0 < batch_size <= MAX_RECORDS_PER_CALL:
         raise ValueError(f"batch_size must be in 1..{MAX_RECORDS_PER_CALL}, got {batch_size}")
-    targetids = [int(t) for t in targetids]
-    by_id: dict[int, dict] = {}
+    if not isinstance(targets, pd.DataFrame):
+        targets = pd.DataFrame({"TARGETID": [int(t) for t in targets]})
+    available = service.internal_names()
+    identity = {f: column for f, column in IDENTITY_FIELDS.items() if f in available and column in targets.columns}
+    targetids = targets.TARGETID.astype(np.int64).tolist()
+    records: dict[int, list[dict]] = {}
     for start in range(0, len(targetids), batch_size):
         batch = targetids[start : start + batch_size]
         ids = service.find_ids(batch)
         if ids:
-            for record in service.retrieve(ids, SPECTRUM_FIELDS):
-                _keep_record(by_id, record, service.api)
+            for record in service.retrieve(ids, (*SPECTRUM_FIELDS, *identity)):
+                records.setdefault(_specid(record, service.api), []).append(record)
         if progress is not None:
             progress.update(len(batch))
-    kept = [t for t in targetids if t in by_id]
     grid = wavelength_grid()
-    arrays = {name: np.zeros((len(kept), N_PIXELS), np.float32) for name in ("flux", "ivar")}
-    mask = np.zeros((len(kept), N_PIXELS), np.uint32)
+    chosen: dict[int, dict] = {}
+    missing: list[tuple[int, str]] = []
+    for row in targets.itertuples(index=False):
+        targetid = int(row.TARGETID)
+        wanted = {f: getattr(row, column) for f, column in identity.items()}
+        record, reason = _choose_record(records.get(targetid, []), wanted)
+        if record is not None:
+            reason = _unusable(record, grid)
+        if reason is None:
+            chosen[targetid] = record
+        else:
+            log.warning("SPARCL: TARGETID %d is missing: %s", targetid, reason)
+            missing.append((targetid, reason))
+    kept = [t for t in targetids if t in chosen]
+    flux = np.zeros((len(kept), N_PIXELS), np.float32)
+    ivar = np.zeros((len(kept), N_PIXELS), np.float32)
+    mask = np.zeros((len(kept), N_PIXELS), np.int64)
     for row, targetid in enumerate(kept):
-        record = by_id[targetid]
-        _check_record_grid(record, grid, service.api)
-        arrays["flux"][row] = record["flux"]
-        arrays["ivar"][row] = record["ivar"]
-        mask[row] = np.asarray(record["mask"]).astype(np.int64) & 0xFFFFFFFF
-    missing = [t for t in targetids if t not in by_id]
-    return SparclSpectra(np.asarray(kept, np.int64), grid, arrays["flux"], arrays["ivar"], mask, missing)
+        flux[row], ivar[row], mask[row] = (np.asarray(chosen[targetid][f]) for f in ("flux", "ivar", "mask"))
+    # the same pixel rule as every source (desi.flag_invalid_pixels)
+    flux, ivar, mask = flag_invalid_pixels(flux, ivar, mask)
+    return SparclSpectra(np.asarray(kept, np.int64), grid, flux, ivar, mask, missing)
 
 
 def write_sparcl_spectra_shard(
-    targetids: Sequence[int],
+    targets: pd.DataFrame | Sequence[int],
     spectra_path: str | Path,
     missing_path: str | Path,
     service: SparclService,
     batch_size: int = 500,
 ) -> SparclSpectra:
-    """Fetch one shard's spectra and write its raw-shard files (``shards.py``)."""
-    spectra = retrieve_spectra(service, targetids, batch_size)
+    """Fetch one shard's spectra and write its raw-shard files (``shards.py``); see :func:`retrieve_spectra`."""
+    spectra = retrieve_spectra(service, targets, batch_size)
     shard = SpectraShard(spectra.targetid, spectra.wavelength, spectra.flux, spectra.ivar, spectra.mask)
-    write_missing(
-        missing_path, pd.DataFrame({"TARGETID": spectra.missing, "reason": NOT_IN_SPARCL}, columns=MISSING_COLUMNS)
+    missing = write_spectra_files(
+        spectra_path, missing_path, shard, pd.DataFrame(spectra.missing, columns=MISSING_COLUMNS), SOURCE_NAME
     )
-    write_spectra_shard(spectra_path, shard, SOURCE_NAME)
-    log.info("SPARCL: %d spectra, %d not in SPARCL -> %s", len(spectra.targetid), len(spectra.missing), spectra_path)
+    n_targets = len(shard.targetid) + len(spectra.missing)
+    log.info("SPARCL: %d targets, %d missing -> %s", n_targets, len(missing), spectra_path)
     return spectra
 
 
-def _keep_record(by_id: dict[int, dict], record: dict, api: str) -> None:
+def _specid(record: dict, api: str) -> int:
     try:
-        targetid = int(record["specid"])
+        return int(record["specid"])
     except (KeyError, TypeError, ValueError):
         raise SparclError(f"{api}/spectras/: a record has no usable specid: keys {sorted(record)}") from None
-    if targetid in by_id:
-        raise SparclError(f"{api}/spectras/: more than one {DATASET} record for TARGETID {targetid}")
-    by_id[targetid] = record
 
 
-def _check_record_grid(record: dict, grid: np.ndarray, api: str) -> None:
+def _same(value, wanted) -> bool:
+    # SURVEY/PROGRAM are strings, HEALPIX an integer; SPARCL may give either as text.
+    return str(value).strip().lower() == str(wanted).strip().lower()
+
+
+def _choose_record(records: list[dict], wanted: dict) -> tuple[dict | None, str | None]:
+    """The record of the selected spectrum among a target's records, or None and the reason."""
+    if not records:
+        return None, NOT_IN_SPARCL
+    matching = [r for r in records if all(_same(r.get(f), v) for f, v in wanted.items())]
+    if len(matching) == 1:
+        return matching[0], None
+    described = "; ".join(",".join(str(r.get(f)) for f in wanted) or str(r.get("sparcl_id")) for r in records)
+    if not matching:
+        return None, f"{SELECTED_SPECTRUM_NOT_IN_SPARCL}: selected {wanted}, SPARCL has {described}"
+    how = f"matching {wanted}" if wanted else "and the data set has no survey/program/healpix field to choose by"
+    return None, f"{SEVERAL_SPARCL_RECORDS}: {len(matching)} records {how} ({described})"
+
+
+def _unusable(record: dict, grid: np.ndarray) -> str | None:
+    """Why a record cannot give a spectrum on the DESI grid, or None."""
     absent = [f for f in SPECTRUM_FIELDS if f not in record]
     if absent:
-        raise SparclError(f"{api}/spectras/: record of TARGETID {record.get('specid')} lacks {absent}")
+        return f"{UNUSABLE_SPARCL_RECORD}: lacks {absent}"
     wave = np.asarray(record["wavelength"], dtype=np.float64)
-    if wave.shape != grid.shape or np.max(np.abs(wave - grid)) > 1e-3:
-        raise SparclError(
-            f"{api}/spectras/: TARGETID {record.get('specid')} has {wave.size} wavelengths "
-            f"({wave.min() if wave.size else 'none'}-{wave.max() if wave.size else 'none'} Å), "
+    if wave.shape != grid.shape or not np.all(np.abs(wave - grid) <= 1e-3):
+        span = f"{np.nanmin(wave)}-{np.nanmax(wave)} Å" if wave.size else "none"
+        return (
+            f"{UNUSABLE_SPARCL_RECORD}: {wave.size} wavelengths ({span}), "
             f"expected the DESI grid ({grid.size} pixels, {grid[0]}-{grid[-1]} Å)"
         )
+    shapes = {f: np.shape(record[f]) for f in ("flux", "ivar", "mask")}
+    if set(shapes.values()) != {grid.shape}:
+        return f"{UNUSABLE_SPARCL_RECORD}: array shapes {shapes}, expected {grid.shape}"
+    return None
 
 
 def _records(payload, url: str) -> list[dict]:

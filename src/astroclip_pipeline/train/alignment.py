@@ -35,6 +35,8 @@ from .loop import (
     fit,
     input_fingerprint,
     prepare_run_dir,
+    require_full_batch,
+    require_gpus,
     settings_from_config,
     split_loader,
     warmup_cosine,
@@ -283,22 +285,25 @@ def align(
     metrics_path: str | Path,
     settings: dict,
     callbacks: Sequence[Callback] = (),
+    cpu_fallback: bool = False,
+    code_version: str | None = None,
 ) -> None:
-    """Train (or resume training) the alignment heads and write the AstroCLIP model and the metrics table."""
+    """Train (or resume training) the alignment heads and write the AstroCLIP model and the metrics table.
+
+    ``cpu_fallback`` as in ``require_gpus``: without it, ``gpus`` > 0 and no visible GPU stop at once.
+    ``code_version`` (the rule's library digest) is part of the run's identity, as in ``pretrain_spectra``.
+    """
     s = AlignSettings.from_config(settings)
+    require_gpus(s.gpus, "align", cpu_fallback)
+    require_full_batch(len(GalaxyDataset(train_path, fields=(), columns=())), s.batch_size, s.gpus, "align", train_path)
     inputs = input_fingerprint([train_path, val_path, spectrum_encoder_path, image_encoder_path])
-    prepare_run_dir(run_dir, {"settings": asdict(s), "inputs": inputs})
+    prepare_run_dir(run_dir, {"settings": asdict(s), "inputs": inputs, "code": code_version})
     model = build_model(spectrum_encoder_path, image_encoder_path, s)
     train_cache, val_cache = frozen_feature_caches(model, [train_path, val_path], s)
     # Cached tensors live in this process's memory; forked workers would copy them, so load in-process.
     workers = 0 if (train_cache or val_cache) else s.num_workers
     train = split_loader(AlignmentData(train_path, train_cache), s.batch_size, True, workers)
     val = split_loader(AlignmentData(val_path, val_cache), s.batch_size, False, workers)
-    if len(train) == 0:
-        raise ValueError(
-            f"config key 'align.batch_size': {s.batch_size} is larger than the {len(train.dataset)} "
-            f"training pairs of {train_path}"
-        )
     module = AlignmentModule(model, asdict(s))
     fit(module, train, val, run_dir, s.epochs, gradient_clip=1.0, devices=max(1, s.gpus), seed=s.seed,
         callbacks=callbacks)  # fmt: skip

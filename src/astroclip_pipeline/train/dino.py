@@ -49,11 +49,21 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from ..data.augmentations import AugmentationSpec, random_blur, random_crop_flip, random_noise, random_reddening
+from ..data.galaxy_dataset import GalaxyDataset
 from ..models.image_encoder import ViTImageEncoder, save_image_encoder
 from ..models.image_preprocessing import viewer_rgb
 from ..models.vit import VisionTransformer, ViTConfig, vit_config_of
 from .image_pretraining import image_loaders
-from .loop import fit, input_fingerprint, prepare_run_dir, settings_from_config, warmup_cosine, write_metrics
+from .loop import (
+    fit,
+    input_fingerprint,
+    prepare_run_dir,
+    require_full_batch,
+    require_gpus,
+    settings_from_config,
+    warmup_cosine,
+    write_metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -494,23 +504,30 @@ def pretrain_dino(
     model: dict,
     settings: dict,
     callbacks: Sequence[Callback] = (),
+    cpu_fallback: bool = False,
+    code_version: str | None = None,
 ) -> None:
     """Train (or resume training) the ViT with DINOv2 and write the encoder file and the metrics table.
 
-    ``model`` is the ``image_encoder:`` config block, ``settings`` the ``pretrain_dino:`` block.
+    ``model`` is the ``image_encoder:`` config block, ``settings`` the ``pretrain_dino:`` block;
+    ``cpu_fallback`` as in ``require_gpus``; ``code_version`` as in ``pretrain_spectra``.
     """
     s = DinoSettings.from_config(settings)
+    require_gpus(s.gpus, "pretrain_dino", cpu_fallback)
+    require_full_batch(
+        len(GalaxyDataset(train_path, fields=(), columns=())), s.batch_size, s.gpus, "pretrain_dino", train_path
+    )
     config = vit_config_of(model)
     prepare_run_dir(
         run_dir,
-        {"model": asdict(config), "settings": asdict(s), "inputs": input_fingerprint([train_path, val_path])},
+        {
+            "model": asdict(config),
+            "settings": asdict(s),
+            "inputs": input_fingerprint([train_path, val_path]),
+            "code": code_version,
+        },
     )
     train, val = image_loaders(train_path, val_path, s.batch_size, s.num_workers, config.image_size)
-    if len(train.dataset) < s.batch_size:
-        raise ValueError(
-            f"config key 'pretrain_dino.batch_size': {s.batch_size} is more than the {len(train.dataset)} "
-            f"training images of {train_path}; no full batch to train on"
-        )
     module = DinoPretraining(asdict(config), asdict(s))
     # gradient clipping is the module's own (per module, configure_gradient_clipping)
     fit(module, train, val, run_dir, s.epochs, None, devices=max(1, s.gpus), seed=s.seed, callbacks=callbacks)

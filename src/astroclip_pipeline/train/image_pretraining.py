@@ -30,6 +30,8 @@ from .loop import (
     fit,
     input_fingerprint,
     prepare_run_dir,
+    require_full_batch,
+    require_gpus,
     settings_from_config,
     split_loader,
     warmup_cosine,
@@ -189,12 +191,19 @@ def pretrain_images(
     model: dict,
     settings: dict,
     callbacks: Sequence[Callback] = (),
+    cpu_fallback: bool = False,
+    code_version: str | None = None,
 ) -> None:
     """Train (or resume training) with MoCo v2 and write the encoder file and the metrics table.
 
-    ``model`` is the ``image_encoder:`` config block, ``settings`` the ``pretrain_images:`` block.
+    ``model`` is the ``image_encoder:`` config block, ``settings`` the ``pretrain_images:`` block;
+    ``cpu_fallback`` as in ``require_gpus``; ``code_version`` as in ``pretrain_spectra``.
     """
     s = ImagePretrainSettings.from_config(settings)
+    require_gpus(s.gpus, "pretrain_images", cpu_fallback)
+    require_full_batch(
+        len(GalaxyDataset(train_path, fields=(), columns=())), s.batch_size, s.gpus, "pretrain_images", train_path
+    )
     model_config, crop = model_config_of(model)
     prepare_run_dir(
         run_dir,
@@ -203,6 +212,7 @@ def pretrain_images(
             "crop": crop,
             "settings": asdict(s),
             "inputs": input_fingerprint([train_path, val_path]),
+            "code": code_version,
         },
     )
     train, val = image_loaders(train_path, val_path, s.batch_size, s.num_workers, crop)

@@ -2,7 +2,10 @@
 
 - CUDA when present, in bf16 autocast; the CPU otherwise, in full precision, with the same code.
 - A checkpoint (``last.ckpt``) at the end of every epoch and when training is interrupted (Ctrl-C,
-  SIGTERM from a scheduler, an error), so a rerun resumes from the last saved step.
+  SIGTERM from a scheduler, an error), so a rerun resumes from the last saved step; a rerun with
+  other model or data settings, or other inputs, starts afresh in an emptied run directory.
+- A GPU asked for is a GPU used: ``gpus`` > 0 without as many visible CUDA devices stops at once
+  (``require_gpus``), unless the CPU fallback is asked for explicitly.
 - Metrics to ``logs/version_N/metrics.csv``, one version per attempt, so that resuming never
   overwrites what an earlier attempt logged; ``collect_metrics`` joins them. A progress bar.
 """
@@ -13,6 +16,7 @@ import math
 import os
 import shutil
 import signal
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +32,11 @@ from ..files import atomic_path
 
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"
+# Lightning's checkpoint on SLURM's warning signal, in the run directory (``default_root_dir``).
+HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"
+# Settings that say how a run is carried out, not what it computes: changing them resumes the run
+# (not bit for bit: the order of floating-point sums differs, as it does between CPU thread counts).
+HOW_TO_RUN = frozenset({"num_workers", "gpus"})
 
 
 class CheckpointOnInterrupt(Callback):
@@ -40,6 +49,48 @@ class CheckpointOnInterrupt(Callback):
         if trainer.global_step > 0:
             log.warning("training interrupted (%r); saving %s at step %d", exception, self.path, trainer.global_step)
             trainer.save_checkpoint(self.path)
+
+
+def cuda_report() -> str:
+    """What CUDA reports on this node, in words: the torch build, device count, visible devices, and
+    any warning that ``torch.cuda.is_available()`` gave (a driver too old, no driver...)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+        count = torch.cuda.device_count() if available else 0
+    report = (
+        f"torch {torch.__version__} built with CUDA {torch.version.cuda or 'none (a CPU-only build)'}, "
+        f"torch.cuda.is_available() = {available}, {count} device(s) visible, "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}"
+    )
+    return "; ".join([report, *(str(w.message).strip() for w in caught)])
+
+
+def require_gpus(gpus: int, stage: str, cpu_fallback: bool = False) -> None:
+    """Stop at once unless ``gpus`` CUDA devices are visible (``gpus`` = 0 asks for none).
+
+    ``stage`` is the config block (and rule) that asked, e.g. ``"align"``. Training a model meant
+    for a GPU on the CPU takes hours before anyone notices, so a missing GPU is an error; with
+    ``cpu_fallback`` (config key ``allow_cpu_fallback``: a test cluster's stand-in GPU) it is a warning.
+
+    Raises:
+        RuntimeError: naming the rule, the config key and what CUDA reports.
+    """
+    if gpus <= 0:
+        return
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible >= gpus:
+        return
+    report = cuda_report()
+    if cpu_fallback and visible == 0:
+        log.warning("%s: %d GPU(s) asked for, none visible (%s); training on the CPU (allow_cpu_fallback)",
+                    stage, gpus, report)  # fmt: skip
+        return
+    raise RuntimeError(
+        f"rule {stage}: config key '{stage}.gpus' asks for {gpus} GPU(s), but CUDA sees {visible}: {report}. "
+        f"Run it on a node with {gpus} GPU(s) (check the job's --gpus/--gres and CUDA_VISIBLE_DEVICES), "
+        f"set '{stage}.gpus: {visible}', or set 'allow_cpu_fallback: true' to train on the CPU anyway."
+    )
 
 
 def accelerator_settings(devices: int) -> dict:
@@ -73,6 +124,16 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
     return path if path.exists() else None
 
 
+def resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint a rerun resumes from: the newest of ``checkpoints/last.ckpt`` and Lightning's
+    ``hpc_ckpt_N.ckpt`` (written on SLURM's SIGUSR1; a job killed before its SIGTERM checkpoint
+    leaves only that one), or None. ``fit`` always passes it explicitly, so that Lightning's own
+    choice (any hpc checkpoint under SLURM) never decides."""
+    run_dir = Path(run_dir)
+    candidates = [p for p in (last_checkpoint(run_dir), *run_dir.glob(HPC_CHECKPOINTS)) if p is not None]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
     """Learning-rate factor: linear warm-up, then cosine decay to ``min_ratio`` at ``total_steps``."""
     if step < warmup_steps:
@@ -91,22 +152,35 @@ def input_fingerprint(paths: Sequence[str | Path]) -> dict[str, list[int]]:
     return {str(p): [Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths}
 
 
-def prepare_run_dir(run_dir: str | Path, settings: dict) -> None:
-    """Keep ``run_dir``'s checkpoints only if they were made with the same ``settings``.
+def run_identity(settings: dict) -> dict:
+    """``settings`` without the keys of ``HOW_TO_RUN`` (at any depth): what defines a run."""
+    if not isinstance(settings, dict):
+        return settings
+    return {key: run_identity(value) for key, value in settings.items() if key not in HOW_TO_RUN}
 
-    A rerun with the same settings resumes; a rerun after a config change (Snakemake reruns the
-    rule when its params change) must not resume a model trained with other settings, so the old
-    checkpoints and metrics are removed and training starts afresh.
+
+def prepare_run_dir(run_dir: str | Path, settings: dict) -> None:
+    """Keep ``run_dir`` only if it holds a run of the same ``settings``; otherwise empty it.
+
+    ``settings`` is everything that defines the run: model and training settings, the inputs'
+    ``input_fingerprint`` and the version of the code that trains. The keys of ``HOW_TO_RUN`` are
+    left out, so changing the data-loader workers or the GPU count resumes. A rerun after a
+    config or code change (Snakemake reruns the rule when its params change) must not resume a
+    model trained otherwise: then everything in the directory goes, the checkpoints, the logs and
+    any ``hpc_ckpt_*.ckpt``, so that no part of the stack can resume from it; so does a
+    directory without a settings record, whose checkpoints cannot be vouched for.
     """
     run_dir = Path(run_dir)
     record = run_dir / "settings.json"
-    wanted = json.dumps(settings, sort_keys=True, indent=1, default=str)
-    if record.exists() and record.read_text() != wanted:
-        log.warning("%s holds a run with other settings; starting afresh", run_dir)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        shutil.rmtree(run_dir / "logs", ignore_errors=True)
+    wanted = json.dumps(run_identity(settings), sort_keys=True, indent=1, default=str)
+    held = record.read_text() if record.exists() else None
+    if held != wanted and run_dir.exists() and any(run_dir.iterdir()):
+        why = "with other settings or inputs" if held is not None else "without a settings record"
+        log.warning("%s holds a run %s; starting afresh", run_dir, why)
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(wanted)
+    with atomic_path(record) as tmp:
+        tmp.write_text(wanted)
 
 
 def fit(
@@ -120,7 +194,9 @@ def fit(
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
-    """Train ``module``, resuming from ``run_dir/checkpoints/last.ckpt`` when it exists.
+    """Train ``module``, resuming from the newest checkpoint in ``run_dir`` (``resume_checkpoint``).
+
+    Call ``prepare_run_dir`` first: it empties ``run_dir`` when its checkpoints are of another run.
 
     ``callbacks`` are added to the standard ones (checkpointing, learning-rate and progress).
     """
@@ -152,11 +228,31 @@ def fit(
         plugins=slurm_plugins(hardware),
         **hardware,
     )
-    resume = last_checkpoint(run_dir)
+    resume = resume_checkpoint(run_dir)
     if resume is not None:
         log.info("resuming from %s", resume)
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
     return trainer
+
+
+def require_full_batch(n_rows: int, batch_size: int, gpus: int, stage: str, path: str | Path) -> None:
+    """Stop before training unless the training split fills one batch on every GPU.
+
+    Training batches drop the ragged last one, so a ``batch_size`` larger than the split (per GPU:
+    DDP gives each of ``gpus`` processes a share) would train no step at all and save the
+    untrained model as if it were trained.
+
+    Raises:
+        ValueError: naming the config key ``<stage>.batch_size``, the split file and the counts.
+    """
+    devices = max(1, gpus)
+    if n_rows < batch_size * devices:
+        per_gpu = f" x {devices} GPUs" if devices > 1 else ""
+        raise ValueError(
+            f"config key '{stage}.batch_size': {batch_size}{per_gpu} is larger than the {n_rows} training "
+            f"rows of {path}, so no training step would run. Set it to at most {n_rows // devices}, "
+            "or train on more galaxies (dataset.split, or a larger survey)."
+        )
 
 
 def split_loader(dataset, batch_size: int, train: bool, num_workers: int = 0) -> "DataLoader":

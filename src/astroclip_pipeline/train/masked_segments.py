@@ -25,7 +25,8 @@ def chunk_mask(
     if chunk_length > section:
         raise ValueError(
             f"{n_chunks} chunks of {chunk_length} tokens do not fit in {n_tokens - 1} segment tokens "
-            f"(at most {section} per chunk); lower pretrain.mask_chunk_length or pretrain.mask_chunks"
+            f"(at most {section} per chunk); lower config key 'pretrain_spectra.mask_chunk_length' or "
+            "'pretrain_spectra.mask_chunks'"
         )
     offsets = torch.randint(0, section - chunk_length + 1, (batch, n_chunks), generator=generator)
     starts = 1 + torch.arange(n_chunks) * section + offsets

@@ -11,10 +11,13 @@ from lightning.pytorch.callbacks import Callback
 from ..data.galaxy_dataset import GalaxyDataset
 from ..files import atomic_path
 from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, tokenize
+from ..models.torch_files import read_torch_file
 from .loop import (
     fit,
     input_fingerprint,
     prepare_run_dir,
+    require_full_batch,
+    require_gpus,
     settings_from_config,
     split_loader,
     warmup_cosine,
@@ -97,7 +100,7 @@ def save_encoder(model: SpecFormer, path: str | Path) -> None:
 
 
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> SpecFormer:
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = read_torch_file(path, map_location)
     for key in ("config", "state_dict"):
         if key not in payload:
             raise KeyError(f"{path}: not a spectrum-encoder file (no {key!r}); expected the output of pretrain_spectra")
@@ -115,17 +118,32 @@ def pretrain_spectra(
     model: dict,
     settings: dict,
     callbacks: Sequence[Callback] = (),
+    cpu_fallback: bool = False,
+    code_version: str | None = None,
 ) -> None:
     """Train (or resume training) and write the encoder file and the metrics table.
 
     ``model`` is the ``spectrum_encoder:`` config block (a preset name and overrides), ``settings``
-    the ``pretrain_spectra:`` block.
+    the ``pretrain_spectra:`` block; ``cpu_fallback`` lets ``gpus`` > 0 train on the CPU when CUDA
+    sees no GPU (``require_gpus``), which otherwise stops at once with a RuntimeError;
+    ``code_version`` (the rule's library digest) is part of the run's identity: a checkpoint made by
+    other code is not resumed.
     """
     s = PretrainSettings.from_config(settings)
+    require_gpus(s.gpus, "pretrain_spectra", cpu_fallback)
+    require_full_batch(
+        len(GalaxyDataset(train_path, fields=(), columns=())), s.batch_size, s.gpus, "pretrain_spectra", train_path
+    )
     overrides = {k: v for k, v in model.items() if k != "preset" and v is not None}
     model_config = asdict(SpecFormerConfig.preset(model["preset"], **overrides))
     prepare_run_dir(
-        run_dir, {"model": model_config, "settings": asdict(s), "inputs": input_fingerprint([train_path, val_path])}
+        run_dir,
+        {
+            "model": model_config,
+            "settings": asdict(s),
+            "inputs": input_fingerprint([train_path, val_path]),
+            "code": code_version,
+        },
     )
     train = split_loader(
         GalaxyDataset(train_path, fields=("spectrum", "ivar"), columns=()), s.batch_size, True, s.num_workers
@@ -136,6 +154,10 @@ def pretrain_spectra(
     n_pixels = train.dataset[0]["spectrum"].shape[0]
     if n_tokens(n_pixels) > model_config["max_len"]:
         raise ValueError(f"{train_path}: {n_tokens(n_pixels)} tokens exceed max_len {model_config['max_len']}")
+    try:  # the masks of the first step, drawn now: chunks that cannot fit stop the run before training
+        chunk_mask(1, n_tokens(n_pixels), s.mask_chunks, s.mask_chunk_length)
+    except ValueError as err:
+        raise ValueError(f"{train_path}: spectra of {n_pixels} pixels: {err}") from err
     module = SpectrumPretraining(model_config, asdict(s))
     fit(
         module, train, val, run_dir, s.epochs, gradient_clip=s.gradient_clip, devices=max(1, s.gpus), seed=s.seed,

@@ -20,7 +20,7 @@ from ..shards import (
     SpectraShard,
     write_cutout_shard,
     write_missing,
-    write_spectra_shard,
+    write_spectra_files,
 )
 from .images import ARTEFACT_KINDS, PIXEL_SCALE, render_cutouts
 from .population import PopulationSpec, draw_population
@@ -124,8 +124,8 @@ def write_spectra(spec: MockSurveySpec, galaxies_path, shard: int, spectra_path,
     wavelength = wavelength_grid(spec.rebin)
     model = model_spectra(rows, wavelength, spec.psf_fwhm)
     flux, ivar, mask = observe_spectra(model, spec.rebin, _rng(spec.seed, _STAGE_SPECTRA, shard))
-    write_spectra_shard(spectra_path, SpectraShard(rows.TARGETID.to_numpy(), wavelength, flux, ivar, mask), SOURCE_NAME)
-    write_missing(missing_path, _no_missing())
+    shard_data = SpectraShard(rows.TARGETID.to_numpy(), wavelength, flux, ivar, mask)
+    write_spectra_files(spectra_path, missing_path, shard_data, _no_missing(), SOURCE_NAME)
 
 
 def write_cutouts(spec: MockSurveySpec, galaxies_path, shard: int, cutouts_path, missing_path) -> None:
