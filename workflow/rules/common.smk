@@ -6,6 +6,7 @@ import hashlib
 import os
 import posixpath
 
+import h5py
 import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -97,7 +98,9 @@ def require_target_selection_output():
     if not missing or set(missing) & set(settings.targets):
         return
     derived = sorted(glob.glob(f"{RAW}/*/shard-*.h5")) + [
-        path for path in dataset_files() if os.path.exists(path)
+        path
+        for path in dataset_files()
+        if made_from_selection(path, f"{RAW}/targets.parquet")
     ]
     if derived:
         raise WorkflowError(
@@ -108,6 +111,17 @@ def require_target_selection_output():
             f"`snakemake --cores all --forcerun {selection}` (with source desi-edr this downloads the "
             "shards again)."
         )
+
+
+def made_from_selection(dataset_path, targets_path):
+    """Whether a dataset file exists and was made from ``targets_path`` (its ``targets`` attribute;
+    a file without one is counted, since it cannot say): after a switch of `source`, the other
+    source's dataset files are out of date, not made from this source's missing selection.
+    """
+    if not os.path.exists(dataset_path):
+        return False
+    with h5py.File(dataset_path, "r") as h5:
+        return h5.attrs.get("targets", targets_path) == targets_path
 
 
 def target_catalogue(wildcards):

@@ -172,6 +172,9 @@ def build_dataset(
             h5.attrs["image_unit"] = "nanomaggy"
             h5.attrs["bands"] = MODEL_BANDS
             h5.attrs["pixscale"] = cutouts.pixscale
+            # which target selection the file was made from (the workflow's guard against a
+            # deleted selection reads it; a file of another source is then simply out of date)
+            h5.attrs["targets"] = str(targets_path)
 
     counts = [("targets selected", len(targets), len(targets))]
     missing_by_reason = missing.groupby("reason").size() if len(missing) else pd.Series(dtype=int)
