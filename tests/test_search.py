@@ -176,6 +176,9 @@ def test_a_cutout_file_finds_its_own_galaxy(small_model, tmp_path):
     embeddings = read_embedding_files([tmp_path / "e.h5"])
     table = search_by_embedding(embeddings, embed_cutout(small_model, cutout), "image", k=3)
     assert table["TARGETID"].iloc[0] == 107 and table["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    no_z = Path(__file__).parent / "data/cases/c6_cutout_no_z_coverage.fits"  # z plane all zero
+    with pytest.raises(ValueError, match="no_data_in_band: z"):
+        embed_cutout(small_model, no_z)
     small = tmp_path / "small.fits"
     small.write_bytes(cutout_fits_bytes(*positions[0], bands="grz", size=16))
     with pytest.raises(ValueError, match="crop 24 is larger than the 16x16"):

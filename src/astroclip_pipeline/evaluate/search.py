@@ -167,14 +167,19 @@ def embed_cutout(model, path: str | Path) -> np.ndarray:
 
     ``model`` is ``load_astroclip``'s model; the file is read by ``read_cutout_fits`` with its g, r,
     z planes chosen by their BAND cards, in nanomaggies as the dataset files hold them; the image
-    encoder crops the centre itself (a ValueError names the crop when the cutout is smaller).
+    encoder crops the centre itself (a ValueError names the crop when the cutout is smaller). A
+    cutout with an empty g, r or z band (no exposure there) raises a ValueError naming the band.
     """
     import torch
     import torch.nn.functional as F
 
-    from ..sources.legacysurvey import read_cutout_fits
+    from ..sources.legacysurvey import no_data_reason, read_cutout_fits
 
-    image = torch.as_tensor(read_cutout_fits(path, bands="grz"))[None]
+    image = read_cutout_fits(path, bands="grz")
+    reason = no_data_reason(image, "grz")
+    if reason is not None:  # the pipeline lists such a target as missing; a query of it means nothing
+        raise ValueError(f"{path}: not a measured g, r, z cutout ({reason})")
+    image = torch.as_tensor(image)[None]
     with torch.no_grad():
         return F.normalize(model.image_embedding(image).float(), dim=-1)[0].numpy()
 
