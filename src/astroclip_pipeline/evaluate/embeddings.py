@@ -6,6 +6,7 @@ the dataset file (PROVABGS properties, magnitudes, and the mock survey's ``TRUTH
 present), so that the evaluation never has to reopen the large dataset files.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,18 @@ def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
             if key not in h5:
                 raise KeyError(f"{path}: no {key!r}; expected an embedding file of the embed rule")
         return {k: (h5[k].asstr()[()] if h5[k].dtype.kind == "O" else h5[k][()]) for k in h5}
+
+
+def read_embedding_files(paths: Sequence[str | Path]) -> dict[str, np.ndarray]:
+    """Several embedding files (say the val and test splits) as one searchable set of galaxies.
+
+    Only the columns every file has are kept.
+    """
+    return concatenate_common([read_embeddings(p) for p in paths])
+
+
+def concatenate_common(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Row-wise concatenation of several files' columns, keeping only the columns every part has
+    (a source without truth columns has none of them anywhere)."""
+    common = set.intersection(*(set(p) for p in parts))
+    return {key: np.concatenate([p[key] for p in parts]) for key in sorted(common)}

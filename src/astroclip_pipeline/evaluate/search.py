@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..files import open_hdf5
-from .embeddings import read_embeddings
+from .embeddings import read_embedding_files
 from .structure import dataset_attrs
 
 #: query/answer pairs -> (query embedding, answer embedding) columns of an embedding file.
@@ -150,16 +150,6 @@ def neighbour_table(embeddings: dict[str, np.ndarray], indices: np.ndarray, simi
         if column in embeddings:
             table[column] = embeddings[column][indices]
     return table
-
-
-def read_embedding_files(paths: Sequence[str | Path]) -> dict[str, np.ndarray]:
-    """Several embedding files (say the val and test splits) as one searchable set of galaxies.
-
-    Only the columns every file has are kept.
-    """
-    parts = [read_embeddings(p) for p in paths]
-    common = set.intersection(*(set(p) for p in parts))
-    return {key: np.concatenate([p[key] for p in parts]) for key in sorted(common)}
 
 
 def embed_cutout(model, path: str | Path) -> np.ndarray:

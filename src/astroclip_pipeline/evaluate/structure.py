@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..files import atomic_path, open_hdf5
-from .embeddings import read_embeddings
+from .embeddings import concatenate_common, read_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,7 @@ def load_heldout(embedding_paths: Sequence[str | Path], splits: Sequence[str]) -
         part["SPLIT"] = np.full(n, split, dtype=object)
         part["ROW"] = np.arange(n)
         parts.append(part)
-    # Only the columns every file has (a source without truth columns has none of them anywhere).
-    common = set.intersection(*(set(p) for p in parts))
-    return {key: np.concatenate([p[key] for p in parts]) for key in sorted(common)}
+    return concatenate_common(parts)
 
 
 def modality_vectors(embeddings: dict[str, np.ndarray], modality: str) -> np.ndarray:
