@@ -181,6 +181,38 @@ def test_views_are_rgb_crops_of_the_configured_sizes():
         DinoPretraining({**vars(ViTConfig.preset("laptop", image_size=24))}, {**TINY_SETTINGS, "local_crop": 12})
 
 
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_at_initialisation_only_a_batchnorm_head_gives_each_galaxy_its_own_target(batchnorm):
+    """Why the laptop recipe has ``head_batchnorm``: with LayerScale 1e-5 a fresh ViT's CLS token is
+    the same for every image to ~1e-5, so the teacher's targets are too; once the centre has caught up
+    with them they are uniform (the DINO loss sits at ln K) and nothing is learnt. BatchNorm in the
+    head (DINO's ``use_bn_in_head``) normalises by the batch, which makes the small differences count."""
+    torch.manual_seed(0)
+    config = ViTConfig.preset("laptop", image_size=24)
+    module = DinoPretraining(vars(config), {**TINY_SETTINGS, "head_batchnorm": batchnorm})
+    images = viewer_rgb(torch.rand(16, 3, 24, 24) * 0.2)
+    with torch.no_grad():
+        logits = module.teacher_head(module.teacher.forward_tokens(images)[:, 0])
+        targets = teacher_probabilities(logits, logits.mean(dim=0, keepdim=True), 0.04)
+    spread = (targets - targets.mean(dim=0)).abs().max().item()
+    if batchnorm:
+        assert spread > 0.1
+    else:
+        assert spread < 1e-3 and targets.max().item() < 2.0 / targets.shape[1]  # uniform
+
+
+def test_a_batchnorm_head_is_refused_under_ddp_on_cpu():
+    from types import SimpleNamespace
+
+    module = DinoPretraining(vars(ViTConfig.preset("laptop", image_size=24)), {**TINY_SETTINGS, "head_batchnorm": True})
+    module._trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    with pytest.raises(ValueError, match="pretrain_dino.head_batchnorm.*2 processes on cpu"):
+        module.setup("fit")
+    module._trainer = SimpleNamespace(world_size=1, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    module.setup("fit")  # one process: the plain BatchNorm is exact
+    assert isinstance(module.head.mlp[1], torch.nn.BatchNorm1d)
+
+
 def _run(tiny_dataset, run_dir, callbacks=(), settings=TINY_SETTINGS):
     pretrain_dino(
         tiny_dataset["train"], tiny_dataset["val"], run_dir, run_dir.parent / "encoder.ckpt",

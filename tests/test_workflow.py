@@ -150,6 +150,25 @@ def test_ci_run_with_a_vit_pretrains_it_by_dino_and_aligns_it(workdir, tmp_path)
     assert encoder["architecture"] == "vit" and encoder["source"].startswith("published AstroDINO")
 
 
+def test_comparing_image_encoders_adds_the_other_backbones_and_reruns_nothing_of_this_run(workdir):
+    """evaluation.compare_image_encoders on the finished ci run (ResNet/MoCo): the ViT is pretrained
+    by DINO under results/comparison/, a random ViT written, both aligned and embedded, one table;
+    this run's own encoder, alignment and embeddings are reused. (The rules ran end to end on this
+    preset with a ViT run; the table's arithmetic is tested in test_encoder_comparison.py.)"""
+    # an overlay on the ci preset, not a rewritten copy of it: a rewritten YAML orders the keys of a
+    # block differently, and Snakemake sees changed params everywhere
+    (workdir / "compare.yaml").write_text("evaluation: {compare_image_encoders: true}\n")
+    plan = run_snakemake(workdir, *CI, "compare.yaml", "-n").stdout
+    table = plan.split("Job stats:", 1)[-1].split("\n\n", 1)[0]
+    jobs = {name: int(n) for name, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+    assert jobs == {
+        "pretrain_dino": 1, "random_image_encoder": 1, "compare_align": 2, "compare_embed": 4,
+        "image_encoder_comparison": 1, "all": 1, "total": 10,
+    }  # fmt: skip
+    assert "output: results/comparison/dino/image_encoder.ckpt" in plan
+    assert "results/models/image_encoder.ckpt" in plan.split("rule image_encoder_comparison:", 1)[1]
+
+
 def test_ci_run_predicts_properties(workdir):
     r2 = pd.read_csv(workdir / "results/tables/property_r2.csv").set_index("method")
     assert "spectrum embedding + k-NN" in r2.index and "photometry + MLP" in r2.index

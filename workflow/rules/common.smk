@@ -26,15 +26,61 @@ SOURCE = config["source"]
 # pretrained by DINOv2 (pretrain_dino, v2), or either imported from published weights
 # (import_image_encoder); each writes results/models/image_encoder.ckpt.
 IMAGE_ARCHITECTURE = config["image_encoder"]["architecture"]
+# evaluation.compare_image_encoders: the other backbones, pretrained and aligned the same way under
+# results/comparison/{backbone}/, for one table (compare.smk). Named after their training:
+BACKBONE_ARCHITECTURE = {"dino": "vit", "moco": "resnet", "random": "vit"}
+COMPARE_ENCODERS = config["evaluation"]["compare_image_encoders"]
 
 
-def image_encoder_params():
+def image_encoder_params(architecture=IMAGE_ARCHITECTURE):
     """Params: the image_encoder block without the keys of the other architecture, so that
     editing the ViT's sizes does not rerun the ResNet's pretraining and the reverse."""
-    other = "vit" if IMAGE_ARCHITECTURE == "resnet" else "width"
-    return {
-        key: value for key, value in config["image_encoder"].items() if key != other
-    }
+    other = "vit" if architecture == "resnet" else "width"
+    block = {**config["image_encoder"], "architecture": architecture}
+    return {key: value for key, value in block.items() if key != other}
+
+
+def own_backbone():
+    """This run's image backbone by its comparison name; None when imported from weights."""
+    if config["image_encoder"]["weights"] is not None:
+        return None
+    return "dino" if IMAGE_ARCHITECTURE == "vit" else "moco"
+
+
+def pretrained_here(backbone):
+    """Whether ``backbone`` ('dino' or 'moco') is pretrained here, as this run's own or for the comparison."""
+    return own_backbone() == backbone or COMPARE_ENCODERS
+
+
+def comparison_file(backbone, name):
+    """results/models/<name> for this run's own backbone, else results/comparison/<backbone>/<name>."""
+    if backbone == own_backbone():
+        return f"results/models/{name}"
+    return f"results/comparison/{backbone}/{name}"
+
+
+COMPARED = ["dino", "moco", "random"]
+COMPARED_LABELS = {
+    "dino": "ViT/DINO",
+    "moco": "ResNet/MoCo",
+    "random": "ViT, random weights",
+}
+
+
+def compared_embeddings(backbone):
+    """The embedding files of the held-out splits made with ``backbone``'s aligned model."""
+    if backbone == own_backbone():
+        return ["results/embeddings/val.h5", "results/embeddings/test.h5"]
+    return [
+        f"results/comparison/{backbone}/embeddings/{split}.h5"
+        for split in ("val", "test")
+    ]
+
+
+def pretraining_metrics_file(backbone):
+    if backbone == own_backbone():
+        return "results/tables/image_pretraining_metrics.csv"
+    return f"results/comparison/{backbone}/pretraining_metrics.csv"
 
 
 # Threads for the PyTorch jobs (training, embedding). Without a `threads:` directive Snakemake
@@ -339,4 +385,5 @@ def all_outputs():
             if IMAGE_ARCHITECTURE == "vit"
             else []
         )
+        + (["results/tables/image_encoder_comparison.csv"] if COMPARE_ENCODERS else [])
     )

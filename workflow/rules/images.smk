@@ -1,16 +1,17 @@
 # Stage 3b: the image encoder, pretrained here with MoCo v2 (a ViT: pretrain_dino in pretrain.smk)
-# or imported from published weights.
+# or imported from published weights. With evaluation.compare_image_encoders, the backbone this run
+# does not use is pretrained too, under results/comparison/ (comparison_file in common.smk).
 
 
-if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "resnet":
+if pretrained_here("moco"):
 
     rule pretrain_images:
         input:
             train="results/data/train.h5",
             val="results/data/val.h5",
         output:
-            encoder="results/models/image_encoder.ckpt",
-            metrics="results/tables/image_pretraining_metrics.csv",
+            encoder=comparison_file("moco", "image_encoder.ckpt"),
+            metrics=pretraining_metrics_file("moco"),
         log:
             "results/logs/pretrain_images.log",
         benchmark:
@@ -22,12 +23,15 @@ if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "resnet"
             gpu=config["pretrain_images"]["gpus"],
         params:
             code=library_code("pretrain_images.py"),
-            model=image_encoder_params(),
+            model=image_encoder_params("resnet"),
             settings=config["pretrain_images"],
             cpu_fallback=config["allow_cpu_fallback"],
             run_dir=run_dir_of("encoder"),
         script:
             "../scripts/pretrain_images.py"
+
+
+if own_backbone() == "moco":
 
     rule plot_image_pretraining:
         input:
@@ -49,7 +53,8 @@ if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "resnet"
         script:
             "../scripts/plot_training_curves.py"
 
-elif config["image_encoder"]["weights"] is not None:
+
+if config["image_encoder"]["weights"] is not None:
 
     rule import_image_encoder:
         input:

@@ -101,15 +101,15 @@ rule plot_mask_filling:
         "../scripts/plot_mask_filling.py"
 
 
-if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "vit":
+if pretrained_here("dino"):
 
     rule pretrain_dino:
         input:
             train="results/data/train.h5",
             val="results/data/val.h5",
         output:
-            encoder="results/models/image_encoder.ckpt",
-            metrics="results/tables/image_pretraining_metrics.csv",
+            encoder=comparison_file("dino", "image_encoder.ckpt"),
+            metrics=pretraining_metrics_file("dino"),
         log:
             "results/logs/pretrain_dino.log",
         benchmark:
@@ -121,12 +121,15 @@ if config["image_encoder"]["weights"] is None and IMAGE_ARCHITECTURE == "vit":
             gpu=config["pretrain_dino"]["gpus"],
         params:
             code=library_code("pretrain_dino.py"),
-            model=image_encoder_params(),
+            model=image_encoder_params("vit"),
             settings=config["pretrain_dino"],
             cpu_fallback=config["allow_cpu_fallback"],
             run_dir=run_dir_of("encoder"),
         script:
             "../scripts/pretrain_dino.py"
+
+
+if own_backbone() == "dino":
 
     rule plot_dino_pretraining:
         input:

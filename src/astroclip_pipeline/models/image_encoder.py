@@ -30,7 +30,7 @@ from ..files import atomic_path
 from .image_preprocessing import stein_rgb, viewer_rgb
 from .resnet import ResNet, ResNetConfig, mlp_head
 from .torch_files import read_torch_file
-from .vit import VisionTransformer, ViTConfig
+from .vit import VisionTransformer, ViTConfig, vit_config_of
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,17 @@ def import_weights(checkpoint: str | Path, output: str | Path, model: dict) -> I
     if model.get("architecture", "resnet") == "vit":
         # imported here: astrodino builds on this module's file format
         from .astrodino import import_astrodino
-        from .vit import vit_config_of
 
         return import_astrodino(checkpoint, output, vit_config_of(model))
     return import_published(checkpoint, output, preset=model["preset"], crop=model["crop"])
+
+
+def write_random_vit(output: str | Path, model: dict, seed: int) -> ViTImageEncoder:
+    """The ViT of the ``image_encoder:`` config block ``model`` with DINOv2's initialisation and no
+    training (seeded by ``seed``), written as an image-encoder file: the baseline of what the
+    architecture and the pixel scaling give for free."""
+    config = vit_config_of(model)
+    torch.manual_seed(seed)
+    encoder = ViTImageEncoder(config, config.image_size).eval()
+    save_image_encoder(encoder, output, source=f"random weights (seed {seed})")
+    return encoder

@@ -92,6 +92,7 @@ class DinoSettings:
     head_hidden_dim: int = 256  # 2,048
     head_bottleneck_dim: int = 64  # 256
     head_layers: int = 3
+    head_batchnorm: bool = False
     koleo_weight: float = 0.1
     ibot_weight: float = 1.0
     mask_probability: float = 0.5
@@ -150,12 +151,22 @@ class WeightNormLinear(nn.Module):
 class DINOHead(nn.Module):
     """Features (..., in_dim) -> logits over prototypes (..., n_prototypes): MLP, L2 norm, last layer."""
 
-    def __init__(self, in_dim: int, n_prototypes: int, hidden_dim: int, bottleneck_dim: int, n_layers: int = 3):
+    def __init__(
+        self,
+        in_dim: int,
+        n_prototypes: int,
+        hidden_dim: int,
+        bottleneck_dim: int,
+        n_layers: int = 3,
+        batchnorm: bool = False,
+    ):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
         layers = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-            layers += [nn.Linear(a, b)] + ([nn.GELU()] if i < n_layers - 1 else [])
+            hidden = i < n_layers - 1
+            layers += [nn.Linear(a, b)] + ([nn.BatchNorm1d(b)] if hidden and batchnorm else [])
+            layers += [nn.GELU()] if hidden else []
         self.mlp = nn.Sequential(*layers)
         for layer in self.mlp:
             if isinstance(layer, nn.Linear):
@@ -320,13 +331,34 @@ class DinoPretraining(L.LightningModule):
                 f"{config.patch_size}-pixel patches and at most its {config.image_size}-pixel global crop"
             )
         self.student = VisionTransformer(config)
-        self.head = DINOHead(config.embed_dim, s.n_prototypes, s.head_hidden_dim, s.head_bottleneck_dim, s.head_layers)
+        self.head = DINOHead(
+            config.embed_dim, s.n_prototypes, s.head_hidden_dim, s.head_bottleneck_dim, s.head_layers,
+            s.head_batchnorm,
+        )  # fmt: skip
         # The teacher has no stochastic depth (DINOv2 builds it without drop_path_rate).
         self.teacher = VisionTransformer(replace(config, drop_path=0.0)).requires_grad_(False)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
         self.register_buffer("dino_center", torch.zeros(1, s.n_prototypes))
         self.register_buffer("ibot_center", torch.zeros(1, s.n_prototypes))
+
+    def setup(self, stage: str) -> None:
+        # Batch statistics of the head's BatchNorm (``head_batchnorm``) are those of the global
+        # batch under DDP, as DINO converts its heads to SyncBatchNorm; the parameters stay the
+        # same objects, so the optimiser, built after this hook, sees them. PyTorch's
+        # SyncBatchNorm exists for CUDA only: several CPU processes would each normalise by their
+        # own rows, another loss than one process's, so that is refused.
+        if self.settings.head_batchnorm and self.trainer.world_size > 1:
+            device = self.trainer.strategy.root_device.type  # the module is moved there after this hook
+            if device != "cuda":
+                raise ValueError(
+                    "config key 'pretrain_dino.head_batchnorm': the head's BatchNorm needs the batch "
+                    "statistics of all processes (SyncBatchNorm), which PyTorch provides on CUDA GPUs "
+                    f"only; this run has {self.trainer.world_size} processes on {device}. "
+                    "Set head_batchnorm: false or train on one process."
+                )
+            self.head = nn.SyncBatchNorm.convert_sync_batchnorm(self.head)
+            self.teacher_head = nn.SyncBatchNorm.convert_sync_batchnorm(self.teacher_head)
 
     # --- views ---------------------------------------------------------------------------------
 
