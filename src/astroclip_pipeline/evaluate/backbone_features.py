@@ -14,8 +14,7 @@ from tqdm import tqdm
 
 from ..files import atomic_path, open_hdf5
 from ..models.image_encoder import encode_images, load_image_encoder
-from ..models.specformer import tokenize
-from ..train.spectrum_pretraining import load_encoder
+from ..models.specformer import load_encoder, tokenize
 
 
 @torch.no_grad()

@@ -13,11 +13,14 @@ Read top to bottom, in the spirit of nanoGPT's ``model.py``.
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import atomic_path
+from .torch_files import read_torch_file
 from .transformer import Block
 
 PATCH_SIZE = 20
@@ -146,3 +149,19 @@ class SpecFormer(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def save_encoder(model: SpecFormer, path: str | Path) -> None:
+    """The transformer as a plain torch file: its config and weights, no Lightning needed."""
+    with atomic_path(path) as tmp:
+        torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, tmp)
+
+
+def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> SpecFormer:
+    payload = read_torch_file(path, map_location)
+    for key in ("config", "state_dict"):
+        if key not in payload:
+            raise KeyError(f"{path}: not a spectrum-encoder file (no {key!r}); expected the output of pretrain_spectra")
+    model = SpecFormer(SpecFormerConfig(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
