@@ -37,15 +37,37 @@ from torch import nn
 
 from ..files import atomic_path
 from .image_encoder import ImageEncoder, ViTImageEncoder, image_encoder_from_payload, image_encoder_payload
-from .specformer import SpecFormer, SpecFormerConfig, tokenize
+from .specformer import SpecFormer, SpecFormerConfig, official_tokenize, tokenize
 from .torch_files import read_torch_file
+
+#: How a head arranges its parts: ours, or as the official AstroCLIP v2 code has them.
+HEAD_LAYOUTS = ("project", "official")
 
 
 class CrossAttentionHead(nn.Module):
-    """Hidden states (batch, tokens, in_dim) -> one embedding (batch, dim)."""
+    """Hidden states (batch, tokens, in_dim) -> one embedding (batch, dim).
 
-    def __init__(self, in_dim: int, dim: int = 128, n_heads: int = 4, dropout: float = 0.0):
+    ``layout="project"``: x = attention(query, hidden); out = x + MLP(LayerNorm(x)), the
+    pre-LayerNorm residual of a transformer block. ``layout="official"``: as the official code's
+    ``CrossAttentionHead`` then ``MLP`` (PolymathicAI/AstroCLIP ``astroclip/modules.py`` and
+    ``models/astroclip.py``): x = LayerNorm(attention(query, hidden)); out = x + MLP(x) for its
+    spectrum head, MLP(x) for its image head (``residual=False``). Same parameters either way.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int = 128,
+        n_heads: int = 4,
+        dropout: float = 0.0,
+        layout: str = "project",
+        residual: bool = True,
+    ):
         super().__init__()
+        if layout not in HEAD_LAYOUTS:
+            raise ValueError(f"head layout {layout!r} is not one of {HEAD_LAYOUTS}")
+        self.layout = layout
+        self.residual = residual
         self.query = nn.Parameter(torch.randn(1, 1, dim) / dim**0.5)
         self.attention = nn.MultiheadAttention(dim, n_heads, kdim=in_dim, vdim=in_dim, batch_first=True)
         self.layernorm = nn.LayerNorm(dim)
@@ -54,7 +76,11 @@ class CrossAttentionHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         query = self.query.expand(len(hidden), -1, -1)
         x, _ = self.attention(query, hidden, hidden, need_weights=False)
-        x = x + self.mlp(self.layernorm(x))
+        if self.layout == "official":
+            x = self.layernorm(x)
+            x = x + self.mlp(x) if self.residual else self.mlp(x)
+        else:
+            x = x + self.mlp(self.layernorm(x)) if self.residual else self.mlp(self.layernorm(x))
         return x[:, 0]
 
 
@@ -70,6 +96,7 @@ def set_trainable(module: nn.Module, prefixes: list[str] | tuple[str, ...], name
 
 
 IMAGE_TOKENS = ("all", "patches")
+PREPROCESSING = ("project", "official")
 
 
 class AstroCLIP(nn.Module):
@@ -80,21 +107,36 @@ class AstroCLIP(nn.Module):
         embed_dim: int = 128,
         n_heads: int = 4,
         image_tokens: str = "all",
+        heads: str = "project",
+        preprocessing: str = "project",
     ):
+        """``heads``: the heads' ``layout`` (``CrossAttentionHead``); "official" also drops the
+        residual of the image head, as the official code has it. ``preprocessing``: "project"
+        (spectra standardised over their good pixels, ``specformer.tokenize``) or "official"
+        (``specformer.official_tokenize``, and cutouts transposed as its collator does)."""
         super().__init__()
+        for key, value, allowed in (("heads", heads, HEAD_LAYOUTS), ("preprocessing", preprocessing, PREPROCESSING)):
+            if value not in allowed:
+                raise ValueError(f"AstroCLIP {key}={value!r} is not one of {allowed}")
+        self.heads = heads
+        self.preprocessing = preprocessing
         self.image_encoder = image_encoder
         self.spectrum_encoder = spectrum_encoder
         if image_tokens not in IMAGE_TOKENS:
             raise ValueError(f"config key 'align.image_tokens': {image_tokens!r} is not one of {IMAGE_TOKENS}")
         self.image_tokens = image_tokens
         if image_encoder.architecture == "vit":
-            self.image_cross_attention = CrossAttentionHead(image_encoder.feature_dim, embed_dim, n_heads)
+            self.image_cross_attention = CrossAttentionHead(
+                image_encoder.feature_dim, embed_dim, n_heads, layout=heads, residual=heads != "official"
+            )
         elif image_encoder.head_dims[-1] != embed_dim:
             raise ValueError(
                 f"the image encoder's projection head gives {image_encoder.head_dims[-1]}-d vectors, "
                 f"expected the embedding width {embed_dim} (config key 'align.embed_dim')"
             )
-        self.spectrum_head = CrossAttentionHead(spectrum_encoder.config.embed_dim, embed_dim, n_heads)
+        elif heads == "official":
+            raise ValueError("the official heads need a ViT image encoder (AstroCLIP v2)")
+        self.spectrum_head = CrossAttentionHead(spectrum_encoder.config.embed_dim, embed_dim, n_heads, layout=heads)
 
     @property
     def image_head(self) -> nn.Module:
@@ -107,6 +149,9 @@ class AstroCLIP(nn.Module):
         """What the frozen image backbone hands the head: pooled features (batch, features) of a
         ResNet, the final tokens (batch, tokens, embed) of a ViT (see ``image_tokens``)."""
         if self.image_encoder.architecture == "vit":
+            if self.preprocessing == "official":
+                # its collator permutes (N, H, W, C) RGB images to (N, C, W, H): rows and columns swap
+                images = images.transpose(-2, -1)
             return self.image_encoder.tokens(images, positioned=self.image_tokens == "all")
         return self.image_encoder(images)
 
@@ -125,7 +170,10 @@ class AstroCLIP(nn.Module):
         return self.image_head(features)
 
     def spectrum_hidden(self, spectrum: torch.Tensor, ivar: torch.Tensor) -> torch.Tensor:
-        tokens, _ = tokenize(spectrum, ivar)
+        if self.preprocessing == "official":
+            tokens = official_tokenize(spectrum)
+        else:
+            tokens, _ = tokenize(spectrum, ivar)
         hidden, _ = self.spectrum_encoder(tokens)
         return hidden
 
@@ -157,6 +205,8 @@ def save_astroclip(model: AstroCLIP, path: str | Path, settings: dict) -> None:
         "embed_dim": model.spectrum_head.query.shape[-1],
         "n_heads": model.spectrum_head.attention.num_heads,
         "settings": settings,
+        "heads": model.heads,
+        "preprocessing": model.preprocessing,
     }
     if model.image_encoder.architecture == "vit":
         payload |= {"image_head": model.image_head.state_dict(), "image_tokens": model.image_tokens}
@@ -177,6 +227,8 @@ def load_astroclip(path: str | Path, map_location: str | torch.device = "cpu") -
         payload["embed_dim"],
         payload["n_heads"],
         payload.get("image_tokens", "all"),
+        payload.get("heads", "project"),
+        payload.get("preprocessing", "project"),
     )
     model.spectrum_head.load_state_dict(payload["spectrum_head"])
     if model.image_encoder.architecture == "vit":

@@ -29,7 +29,7 @@ from ..data.augmentations import center_crop
 from ..files import atomic_path
 from .image_preprocessing import stein_rgb, viewer_rgb
 from .resnet import ResNet, ResNetConfig, mlp_head
-from .torch_files import read_torch_file
+from .torch_files import read_checkpoint, read_torch_file
 from .vit import VisionTransformer, ViTConfig
 
 log = logging.getLogger(__name__)
@@ -158,9 +158,9 @@ def read_state_dict(path: str | Path, key: str = "state_dict") -> dict[str, torc
         payload = read_torch_file(path)
     except pickle.UnpicklingError:
         # Lightning checkpoints also pickle their hyper-parameters (an argparse Namespace for
-        # Stein et al.'s), which the safe loader refuses. The user named this file in the config.
-        log.warning("%s holds more than tensors; loading it with the full unpickler", path)
-        payload = read_torch_file(path, weights_only=False)
+        # Stein et al.'s), which the safe loader refuses; the tensors are read without building them.
+        log.info("%s holds more than tensors; reading its tensors only", path)
+        payload = read_checkpoint(path)
     state = payload.get(key, payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state dict of tensors (or a checkpoint with {key!r})")

@@ -84,6 +84,16 @@ def tokens_from_standardised(standard: torch.Tensor, mean: torch.Tensor, std: to
     return tokens
 
 
+def official_tokenize(flux: torch.Tensor) -> torch.Tensor:
+    """(batch, n_pixels) spectra -> tokens (batch, n_tokens, 22) exactly as the official
+    ``SpecFormer.preprocess`` (PolymathicAI/AstroCLIP ``astroclip/models/specformer.py``) makes them
+    for its published weights: mean and standard deviation over every pixel (torch's default
+    unbiased std, clipped below at 0.2), no pixel masked; ``tokenize`` is the ivar-aware form."""
+    mean = flux.mean(dim=-1, keepdim=True)
+    std = flux.std(dim=-1, keepdim=True).clamp_min(MIN_STD)
+    return tokens_from_standardised((flux - mean) / std, mean, std)
+
+
 def tokenize(flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch, n_pixels) spectra -> tokens (batch, n_tokens, 22) and pixel validity of the same shape.
 
