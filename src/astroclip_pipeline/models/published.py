@@ -24,17 +24,17 @@ official values are the defaults: 6 in the SpecFormer, 16 in the ViT, 4 in the h
 loader stops with the lists of missing, unexpected and mis-shaped keys when a file does not fit.
 """
 
+import json
 import re
 from pathlib import Path
 
 import torch
 
-from .astroclip import AstroCLIP
-from .astrodino import astrodino_to_vit
+from .astroclip import AstroCLIP, save_astroclip
+from .astrodino import VIT_HEADS, astrodino_to_vit, import_astrodino, vit_config_of_state
 from .image_encoder import ViTImageEncoder, require_same_keys
-from .specformer import TOKEN_WIDTH, SpecFormer, SpecFormerConfig
+from .specformer import TOKEN_WIDTH, SpecFormer, SpecFormerConfig, save_encoder
 from .torch_files import read_checkpoint
-from .vit import ViTConfig
 
 #: official SpecFormer module -> ours (outside the blocks)
 SPECFORMER_NAMES = {
@@ -62,7 +62,6 @@ _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)\.(weight|bias)$")
 
 #: the official numbers of attention heads, which shapes cannot tell
 SPECFORMER_HEADS = 6
-VIT_HEADS = 16
 HEAD_HEADS = 4
 
 
@@ -99,21 +98,6 @@ def specformer_config_of(state: dict[str, torch.Tensor], n_heads: int, what: str
     n_layers = len({m.group(1) for key in state if (m := _BLOCK.match(key))})
     max_len = state["position_embed.weight"].shape[0]
     return SpecFormerConfig(embed_dim=width, n_layers=n_layers, n_heads=n_heads, max_len=max_len)
-
-
-def vit_config_of_state(state: dict[str, torch.Tensor], n_heads: int, what: str) -> ViTConfig:
-    """Our ViT's config from AstroDINO weights already in our names (``astrodino_to_vit``)."""
-    for key in ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.0.weight"):
-        if key not in state:
-            raise KeyError(f"{what}: no {key!r}; expected AstroDINO's ViT")
-    width, channels, patch, _ = state["patch_embed.proj.weight"].shape
-    grid = round((state["pos_embed"].shape[1] - 1) ** 0.5)
-    depth = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
-    return ViTConfig(
-        image_size=grid * patch, patch_size=patch, in_channels=channels, embed_dim=width, depth=depth,
-        n_heads=n_heads, mlp_ratio=state["blocks.0.mlp.0.weight"].shape[0] / width,
-        layerscale=1e-5 if "blocks.0.ls_attn.gamma" in state else None, drop_path=0.0,
-    )  # fmt: skip
 
 
 def _state_dict(payload, path: str | Path) -> dict[str, torch.Tensor]:
@@ -198,3 +182,30 @@ def load_published_astroclip(
     require_same_keys(ours, model.state_dict(), what)
     model.load_state_dict(ours)
     return model.eval()
+
+
+def import_published_specformer(checkpoint: str | Path, output: str | Path, n_heads: int = SPECFORMER_HEADS) -> None:
+    """``specformer.ckpt`` -> a spectrum-encoder file (``specformer.save_encoder``), as pretraining writes."""
+    save_encoder(load_published_specformer(checkpoint, n_heads), output)
+
+
+def import_published_astroclip(
+    checkpoint: str | Path,
+    record: str | Path,
+    output: str | Path,
+    spectrum_heads: int = SPECFORMER_HEADS,
+    image_heads: int = VIT_HEADS,
+    head_heads: int = HEAD_HEADS,
+    crop: int | None = None,
+) -> None:
+    """``astroclip.ckpt`` -> an AstroCLIP model file (``save_astroclip``), as the alignment writes;
+    its ``settings`` hold the fetch record (``record``: repository, revision, SHA-256)."""
+    model = load_published_astroclip(checkpoint, spectrum_heads, image_heads, head_heads, crop)
+    save_astroclip(model, output, settings={"published": json.loads(Path(record).read_text())})
+
+
+def import_published_astrodino(
+    checkpoint: str | Path, output: str | Path, n_heads: int = VIT_HEADS, crop: int | None = None
+) -> None:
+    """``astrodino.ckpt`` -> an image-encoder file; the ViT's sizes read from the weights."""
+    import_astrodino(checkpoint, output, n_heads=n_heads, crop=crop)

@@ -94,13 +94,14 @@ def fetch_published(entry: dict, output: str | Path, key: str, endpoint: str | N
     return record_of(entry, output, source="hub")
 
 
-def verify_published(entry: dict, path: str | Path, key: str) -> dict:
-    """The record of a file the user gave by path (``{key}.path``), after the same SHA-256 check."""
+def verify_published(entry: dict, path: str | Path, key: str, source: str = "local copy") -> dict:
+    """The record of a file the user gave by path (``{key}.path``), or of one fetched (``source``
+    "hub"), after the SHA-256 check."""
     require_pins(entry, key)
     if not Path(path).is_file():
         raise PublishedFileError(f"config key '{key}.path': {path} is not a file (expected {entry['file']})")
     check_sha256(path, entry)
-    return record_of(entry, path, source="local copy")
+    return record_of(entry, path, source=source)
 
 
 def record_of(entry: dict, path: str | Path, source: str) -> dict:
@@ -112,3 +113,11 @@ def record_of(entry: dict, path: str | Path, source: str) -> dict:
 def write_record(record: dict, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def record_published(entry: dict, path: str | Path, key: str, output: str | Path, source: str) -> dict:
+    """Check ``path`` against ``entry``'s pinned SHA-256 and write the record (JSON) to ``output``:
+    what the conversion rules and the report read."""
+    record = verify_published(entry, path, key, source)
+    write_record(record, output)
+    return record
