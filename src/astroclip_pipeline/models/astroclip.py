@@ -24,9 +24,13 @@ MLP), over the ViT's final tokens. Which tokens (``image_tokens``):
   most likely by accident); kept to reproduce it. The official image head also has no residual
   around its MLP where the spectrum head has one; ours is the same block on both sides.
 
+``heads="official"`` and ``preprocessing="official"`` reproduce the official arrangement of both
+heads and its preprocessing exactly, for its published weights (``published.py``).
+
 An ``AstroCLIP`` is saved as a plain torch file ``{image_encoder, spectrum_encoder, spectrum_head,
-embed_dim, n_heads, settings}`` (with a ViT also ``image_head`` and ``image_tokens``) that loads
-without Lightning (``load_astroclip``).
+embed_dim, n_heads, settings, heads, preprocessing}`` (with a ViT also ``image_head`` and
+``image_tokens``; a file without ``heads`` or ``preprocessing`` is the project's) that loads without
+Lightning (``load_astroclip``).
 """
 
 from pathlib import Path
