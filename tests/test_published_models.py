@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from astroclip_pipeline.models.published import load_published_astroclip, load_published_specformer
-from astroclip_pipeline.models.specformer import official_tokenize
+from astroclip_pipeline.models.astroclip import load_astroclip, save_astroclip
+from astroclip_pipeline.models.image_encoder import load_image_encoder
+from astroclip_pipeline.models.published import (
+    import_published_astrodino,
+    import_published_specformer,
+    load_published_astroclip,
+    load_published_specformer,
+)
+from astroclip_pipeline.models.specformer import load_encoder, official_tokenize
 
 from .published_checkpoints import (
     EMBED,
@@ -17,11 +24,13 @@ from .published_checkpoints import (
     VIT,
     astroclip_forward,
     astroclip_state,
+    official_image_input,
     official_preprocess,
     specformer_forward,
     specformer_state,
     write_lightning_checkpoint,
 )
+from .test_astrodino import astrodino_checkpoint, dinov2_forward
 
 
 def spectra(n=3, pixels=101, seed=0) -> np.ndarray:
@@ -98,8 +107,42 @@ def test_astroclip_checkpoint_gives_the_official_embeddings(tmp_path, capfd):
     torch.testing.assert_close(ours_spectrum, spectrum, atol=1e-4, rtol=1e-4)
     # the transposition matters: without it the image embedding differs
     with torch.no_grad():
-        model.preprocessing = "project"
+        model.image_encoder.transpose = False
         assert not torch.allclose(model.image_embedding(torch.tensor(cutouts)), image, atol=1e-3)
+    # and it survives the model file the workflow writes
+    save_astroclip(model, tmp_path / "ours.ckpt", settings={})
+    reloaded = load_astroclip(tmp_path / "ours.ckpt")
+    assert reloaded.heads == "official" and reloaded.spectrum_encoder.preprocessing == "official"
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reloaded.spectrum_embedding(torch.tensor(flux), None), spectrum, atol=1e-4, rtol=1e-4
+        )
+
+
+def test_before_alignment_encoders_keep_the_official_preprocessing(tmp_path):
+    """The published SpecFormer and AstroDINO as the workflow's encoder files: the features of the
+    before-alignment rows come out as the official code computes them (token mean; CLS token)."""
+    state = specformer_state(width=16, layers=2, max_len=20)
+    write_lightning_checkpoint(tmp_path / "specformer.ckpt", state, {"num_heads": 4})
+    import_published_specformer(tmp_path / "specformer.ckpt", tmp_path / "spectrum_encoder.ckpt")
+    encoder = load_encoder(tmp_path / "spectrum_encoder.ckpt")
+    flux = spectra()
+    flux[:, :30] = 0.0  # pixels the survey masked: the official code standardises them like the others
+    ivar = np.ones_like(flux)
+    ivar[:, :30] = 0.0
+    tokens = torch.tensor(official_preprocess(flux), dtype=torch.float32)
+    with torch.no_grad():
+        hidden, _ = encoder(encoder.tokens(torch.tensor(flux), torch.tensor(ivar)))
+    torch.testing.assert_close(hidden, specformer_forward(state, tokens, heads=4), atol=1e-5, rtol=1e-5)
+
+    checkpoint = astrodino_checkpoint(VIT)
+    torch.save(checkpoint, tmp_path / "astrodino.ckpt")
+    import_published_astrodino(tmp_path / "astrodino.ckpt", tmp_path / "image_encoder.ckpt", VIT.n_heads, crop=16)
+    image_encoder = load_image_encoder(tmp_path / "image_encoder.ckpt")
+    cutouts = np.random.default_rng(2).normal(0.05, 0.1, (2, 3, 20, 20)).astype(np.float32)
+    expected = dinov2_forward(checkpoint["teacher"], official_image_input(cutouts, 16), VIT, chunks=2)[:, 0]
+    with torch.no_grad():
+        torch.testing.assert_close(image_encoder(torch.tensor(cutouts)), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_an_astroclip_file_that_does_not_fit_lists_the_keys(tmp_path):

@@ -376,7 +376,11 @@ def test_published_weights_are_evaluated_end_to_end(workdir, tmp_path, monkeypat
     record = yaml.safe_load((pubdir / "results/models/published/astroclip.json").read_text())
     assert record["revision"] == revision and record["source"] == "hub"
     model = torch.load(pubdir / "results/models/astroclip.ckpt", weights_only=True)
-    assert model["heads"] == model["preprocessing"] == "official" and model["settings"]["published"] == record
+    assert (
+        model["heads"] == model["spectrum_encoder"]["preprocessing"] == "official"
+        and model["image_encoder"]["transpose"]
+    )
+    assert model["settings"]["published"] == record
     with h5py.File(pubdir / "results/embeddings/test.h5") as h5:
         assert h5["image_embedding"].shape[1] == h5["spectrum_embedding"].shape[1] == 16
     assert len(pd.read_csv(pubdir / "results/tables/retrieval.csv")) > 0

@@ -24,13 +24,13 @@ MLP), over the ViT's final tokens. Which tokens (``image_tokens``):
   most likely by accident); kept to reproduce it. The official image head also has no residual
   around its MLP where the spectrum head has one; ours is the same block on both sides.
 
-``heads="official"`` and ``preprocessing="official"`` reproduce the official arrangement of both
-heads and its preprocessing exactly, for its published weights (``published.py``).
+``heads="official"`` reproduces the official arrangement of both heads, for its published weights
+(``published.py``); their preprocessing belongs to the encoders (``SpecFormer.preprocessing``,
+``ViTImageEncoder.transpose``).
 
 An ``AstroCLIP`` is saved as a plain torch file ``{image_encoder, spectrum_encoder, spectrum_head,
-embed_dim, n_heads, settings, heads, preprocessing}`` (with a ViT also ``image_head`` and
-``image_tokens``; a file without ``heads`` or ``preprocessing`` is the project's) that loads without
-Lightning (``load_astroclip``).
+embed_dim, n_heads, settings, heads}`` (with a ViT also ``image_head`` and ``image_tokens``; a file
+without ``heads`` has the project's) that loads without Lightning (``load_astroclip``).
 """
 
 from pathlib import Path
@@ -41,7 +41,7 @@ from torch import nn
 
 from ..files import atomic_path
 from .image_encoder import ImageEncoder, ViTImageEncoder, image_encoder_from_payload, image_encoder_payload
-from .specformer import SpecFormer, SpecFormerConfig, official_tokenize, tokenize
+from .specformer import SpecFormer, SpecFormerConfig
 from .torch_files import read_torch_file
 
 #: How a head arranges its parts: ours, or as the official AstroCLIP v2 code has them.
@@ -100,7 +100,6 @@ def set_trainable(module: nn.Module, prefixes: list[str] | tuple[str, ...], name
 
 
 IMAGE_TOKENS = ("all", "patches")
-PREPROCESSING = ("project", "official")
 
 
 class AstroCLIP(nn.Module):
@@ -112,18 +111,13 @@ class AstroCLIP(nn.Module):
         n_heads: int = 4,
         image_tokens: str = "all",
         heads: str = "project",
-        preprocessing: str = "project",
     ):
         """``heads``: the heads' ``layout`` (``CrossAttentionHead``); "official" also drops the
-        residual of the image head, as the official code has it. ``preprocessing``: "project"
-        (spectra standardised over their good pixels, ``specformer.tokenize``) or "official"
-        (``specformer.official_tokenize``, and cutouts transposed as its collator does)."""
+        residual of the image head, as the official code has it."""
         super().__init__()
-        for key, value, allowed in (("heads", heads, HEAD_LAYOUTS), ("preprocessing", preprocessing, PREPROCESSING)):
-            if value not in allowed:
-                raise ValueError(f"AstroCLIP {key}={value!r} is not one of {allowed}")
+        if heads not in HEAD_LAYOUTS:
+            raise ValueError(f"AstroCLIP heads={heads!r} is not one of {HEAD_LAYOUTS}")
         self.heads = heads
-        self.preprocessing = preprocessing
         self.image_encoder = image_encoder
         self.spectrum_encoder = spectrum_encoder
         if image_tokens not in IMAGE_TOKENS:
@@ -153,9 +147,6 @@ class AstroCLIP(nn.Module):
         """What the frozen image backbone hands the head: pooled features (batch, features) of a
         ResNet, the final tokens (batch, tokens, embed) of a ViT (see ``image_tokens``)."""
         if self.image_encoder.architecture == "vit":
-            if self.preprocessing == "official":
-                # its collator permutes (N, H, W, C) RGB images to (N, C, W, H): rows and columns swap
-                images = images.transpose(-2, -1)
             return self.image_encoder.tokens(images, positioned=self.image_tokens == "all")
         return self.image_encoder(images)
 
@@ -174,11 +165,7 @@ class AstroCLIP(nn.Module):
         return self.image_head(features)
 
     def spectrum_hidden(self, spectrum: torch.Tensor, ivar: torch.Tensor) -> torch.Tensor:
-        if self.preprocessing == "official":
-            tokens = official_tokenize(spectrum)
-        else:
-            tokens, _ = tokenize(spectrum, ivar)
-        hidden, _ = self.spectrum_encoder(tokens)
+        hidden, _ = self.spectrum_encoder(self.spectrum_encoder.tokens(spectrum, ivar))
         return hidden
 
     def spectrum_embedding(self, spectrum=None, ivar=None, hidden: torch.Tensor | None = None) -> torch.Tensor:
@@ -204,13 +191,13 @@ def save_astroclip(model: AstroCLIP, path: str | Path, settings: dict) -> None:
         "spectrum_encoder": {
             "config": vars(model.spectrum_encoder.config).copy(),
             "state_dict": model.spectrum_encoder.state_dict(),
+            "preprocessing": model.spectrum_encoder.preprocessing,
         },
         "spectrum_head": model.spectrum_head.state_dict(),
         "embed_dim": model.spectrum_head.query.shape[-1],
         "n_heads": model.spectrum_head.attention.num_heads,
         "settings": settings,
         "heads": model.heads,
-        "preprocessing": model.preprocessing,
     }
     if model.image_encoder.architecture == "vit":
         payload |= {"image_head": model.image_head.state_dict(), "image_tokens": model.image_tokens}
@@ -223,8 +210,9 @@ def load_astroclip(path: str | Path, map_location: str | torch.device = "cpu") -
     for key in ("image_encoder", "spectrum_encoder", "spectrum_head", "embed_dim", "n_heads"):
         if key not in payload:
             raise KeyError(f"{path}: not an AstroCLIP model file (no {key!r}); expected the output of the align rule")
-    spectrum_encoder = SpecFormer(SpecFormerConfig(**payload["spectrum_encoder"]["config"]))
-    spectrum_encoder.load_state_dict(payload["spectrum_encoder"]["state_dict"])
+    spectrum = payload["spectrum_encoder"]
+    spectrum_encoder = SpecFormer(SpecFormerConfig(**spectrum["config"]), spectrum.get("preprocessing", "project"))
+    spectrum_encoder.load_state_dict(spectrum["state_dict"])
     model = AstroCLIP(
         image_encoder_from_payload(payload["image_encoder"], path),
         spectrum_encoder,
@@ -232,7 +220,6 @@ def load_astroclip(path: str | Path, map_location: str | torch.device = "cpu") -
         payload["n_heads"],
         payload.get("image_tokens", "all"),
         payload.get("heads", "project"),
-        payload.get("preprocessing", "project"),
     )
     model.spectrum_head.load_state_dict(payload["spectrum_head"])
     if model.image_encoder.architecture == "vit":

@@ -64,16 +64,17 @@ def import_astrodino(
     config: ViTConfig | None = None,
     n_heads: int = VIT_HEADS,
     crop: int | None = None,
+    transpose: bool = False,
 ) -> ViTImageEncoder:
     """Load AstroDINO's teacher backbone into a ViT of ``config`` (the paper preset, crop 144; by
     default read from the weights' shapes with ``n_heads`` heads) and write it as an image-encoder
-    file for ``crop``-pixel centre crops (default the ViT's own size); its features are the
-    normalised CLS token, as AstroDINO's."""
+    file for ``crop``-pixel centre crops (default the ViT's own size; ``transpose``: see
+    ``ViTImageEncoder``); its features are the normalised CLS token, as AstroDINO's."""
     state = astrodino_to_vit(read_state_dict(checkpoint, key="teacher"))
     if not state:
         raise KeyError(f"{checkpoint}: no keys start with {BACKBONE_PREFIX!r} under 'teacher'; expected AstroDINO's")
     config = config or vit_config_of_state(state, n_heads, str(checkpoint))
-    encoder = ViTImageEncoder(config, crop or config.image_size)
+    encoder = ViTImageEncoder(config, crop or config.image_size, transpose)
     what = (
         f"{checkpoint}: does not match a ViT of width {config.embed_dim}, depth {config.depth}, "
         f"{config.patch_size}-pixel patches on {config.image_size}-pixel crops"

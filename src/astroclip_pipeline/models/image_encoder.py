@@ -71,9 +71,12 @@ class ViTImageEncoder(nn.Module):
 
     architecture = "vit"
 
-    def __init__(self, config: ViTConfig, crop: int):
+    def __init__(self, config: ViTConfig, crop: int, transpose: bool = False):
+        """``transpose``: swap rows and columns first, as the official AstroCLIP v2 collator does
+        (its ``permute(0, 3, 2, 1)`` of (N, H, W, C) images), for its published weights."""
         super().__init__()
         self.crop = crop
+        self.transpose = transpose
         self.backbone = VisionTransformer(config)
 
     @property
@@ -81,6 +84,8 @@ class ViTImageEncoder(nn.Module):
         return self.backbone.feature_dim
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        if self.transpose:
+            images = images.transpose(-2, -1)
         return viewer_rgb(center_crop(images, self.crop))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -98,7 +103,7 @@ def untrained_like(encoder: ImageEncoder | ViTImageEncoder) -> ImageEncoder | Vi
     """A freshly initialised network of the same architecture, sizes and preprocessing (a baseline
     of what the architecture gives with random weights; seed torch's generator first)."""
     if encoder.architecture == "vit":
-        return ViTImageEncoder(encoder.backbone.config, encoder.crop).eval()
+        return ViTImageEncoder(encoder.backbone.config, encoder.crop, encoder.transpose).eval()
     return ImageEncoder(encoder.backbone.config, encoder.crop, encoder.head_dims).eval()
 
 
@@ -109,6 +114,7 @@ def image_encoder_payload(encoder: ImageEncoder | ViTImageEncoder, source: str) 
             "architecture": "vit",
             "config": asdict(encoder.backbone.config),
             "crop": encoder.crop,
+            "transpose": encoder.transpose,
             "state_dict": encoder.backbone.state_dict(),
             "source": source,
         }
@@ -130,7 +136,7 @@ def image_encoder_from_payload(payload: dict, path: str | Path) -> ImageEncoder 
         if key not in payload:
             raise KeyError(f"{path}: not an image-encoder file (no {key!r}); expected the output of pretrain_images")
     if architecture == "vit":
-        encoder = ViTImageEncoder(ViTConfig(**payload["config"]), payload["crop"])
+        encoder = ViTImageEncoder(ViTConfig(**payload["config"]), payload["crop"], payload.get("transpose", False))
         encoder.backbone.load_state_dict(payload["state_dict"])
         return encoder.eval()
     config = payload["config"]

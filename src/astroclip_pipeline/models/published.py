@@ -119,7 +119,7 @@ def load_published_specformer(path: str | Path, n_heads: int = SPECFORMER_HEADS)
     hyper = payload.get("hyper_parameters")
     if isinstance(hyper, dict) and isinstance(hyper.get("num_heads"), int):
         n_heads = hyper["num_heads"]
-    model = SpecFormer(specformer_config_of(state, n_heads, str(path)))
+    model = SpecFormer(specformer_config_of(state, n_heads, str(path)), preprocessing="official")
     ours = specformer_to_ours(state)
     require_same_keys(ours, model.state_dict(), f"{path}: does not match the official SpecFormer's layout")
     model.load_state_dict(ours)
@@ -161,18 +161,17 @@ def load_published_astroclip(
     vit_state = astrodino_to_vit({f"backbone.{k}": v for k, v in parts["image_backbone"].items()})
     vit_config = vit_config_of_state(vit_state, image_heads, str(path))
     spectrum_state = parts["spectrum_backbone"]
-    spectrum_encoder = SpecFormer(specformer_config_of(spectrum_state, spectrum_heads, str(path)))
+    spectrum_encoder = SpecFormer(specformer_config_of(spectrum_state, spectrum_heads, str(path)), "official")
     query = parts["spectrum_head"].get("cross_attention.query")
     if query is None:
         raise KeyError(f"{path}: no 'spectrum_encoder.cross_attention.query'; expected the official AstroCLIP")
     model = AstroCLIP(
-        ViTImageEncoder(vit_config, crop or vit_config.image_size),
+        ViTImageEncoder(vit_config, crop or vit_config.image_size, transpose=True),
         spectrum_encoder,
         embed_dim=query.shape[-1],
         n_heads=head_heads,
         image_tokens="patches",
         heads="official",
-        preprocessing="official",
     )
     ours = {f"image_encoder.backbone.{k}": v for k, v in vit_state.items()}
     ours |= {f"spectrum_encoder.{k}": v for k, v in specformer_to_ours(spectrum_state).items()}
@@ -207,5 +206,6 @@ def import_published_astroclip(
 def import_published_astrodino(
     checkpoint: str | Path, output: str | Path, n_heads: int = VIT_HEADS, crop: int | None = None
 ) -> None:
-    """``astrodino.ckpt`` -> an image-encoder file; the ViT's sizes read from the weights."""
-    import_astrodino(checkpoint, output, n_heads=n_heads, crop=crop)
+    """``astrodino.ckpt`` -> an image-encoder file; the ViT's sizes read from the weights, its
+    cutouts transposed as the official collator hands them over (``ViTImageEncoder.transpose``)."""
+    import_astrodino(checkpoint, output, n_heads=n_heads, crop=crop, transpose=True)
