@@ -14,8 +14,8 @@ import time
 import torch
 from timing import peak_memory, time_steps
 
+from astroclip_pipeline.models.masked_segments import chunk_mask, hide, masked_mse
 from astroclip_pipeline.models.specformer import SpecFormer, SpecFormerConfig, count_parameters, n_tokens, tokenize
-from astroclip_pipeline.train.masked_segments import chunk_mask, hide, masked_mse
 
 
 def training_flops_per_spectrum(config: SpecFormerConfig, n_params: int, length: int) -> float:

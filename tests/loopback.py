@@ -12,6 +12,10 @@ answers in the services' real formats, generated on the fly:
   the archive layout, a PROVABGS HDF5), honouring ``Range: bytes=N-`` and ``bytes=N-M`` with 206 / 416.
 - ``/sparcl/api/{version,datafields,find,spectras}/``: the SPARCL protocol of sparclclient 1.3.1
   (see ``sources/sparcl.py``), over records registered with :meth:`LoopbackServer.add_sparcl`.
+- ``HEAD`` and ``GET /{owner}/{repo}/resolve/{revision}/{file}``: the Hugging Face hub's download
+  URLs as ``huggingface_hub`` reads them (``X-Repo-Commit``, ``X-Linked-Etag``, ``X-Linked-Size``;
+  ``X-Error-Code`` RepoNotFound / RevisionNotFound / EntryNotFound), over files registered with
+  :meth:`LoopbackServer.add_hub_file`; faults apply to the GETs only.
 
 Faults are queued per route with :meth:`LoopbackServer.inject` and each is consumed by the next
 request to that route: ``status`` (e.g. 429 + Retry-After, 500, 503, 404), ``drop`` (headers
@@ -25,6 +29,7 @@ The module also builds the files the services hold: :func:`make_cutout`, :func:`
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pickle
@@ -269,6 +274,8 @@ class LoopbackServer:
     #: science name -> internal name of the DESI-EDR fields /api/datafields/ lists
     sparcl_fields: dict[str, str] = field(default_factory=lambda: dict(SPARCL_FIELDS))
     requests: list[RequestRecord] = field(default_factory=list)
+    #: (repo, revision, file) -> bytes, served as the hub serves them
+    hub_files: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
 
     def __post_init__(self):
         self._faults: dict[str, deque[Fault]] = defaultdict(deque)
@@ -279,6 +286,9 @@ class LoopbackServer:
     def add_file(self, path: str, data: bytes) -> str:
         self.files[path.lstrip("/")] = data
         return f"{self.url}/files/{path.lstrip('/')}"
+
+    def add_hub_file(self, repo: str, revision: str, filename: str, data: bytes) -> None:
+        self.hub_files[(repo, revision, filename)] = data
 
     def add_sparcl(self, records: list[dict]) -> None:
         for record in records:
@@ -358,12 +368,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._dispatch("POST")
 
+    def do_HEAD(self):
+        self._dispatch("HEAD")
+
     def _dispatch(self, method: str) -> None:
         state = self.server_state
         parts = urlsplit(self.path)
         route = _route(parts.path)
         body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0)) if method == "POST" else b""
-        fault = state._next_fault(route)
+        fault = state._next_fault(route) if method != "HEAD" else None
         state._record(RequestRecord(method, self.path, dict(self.headers), route, fault.kind if fault else None, body))
         if state.latency:
             time.sleep(state.latency)
@@ -407,7 +420,25 @@ class _Handler(BaseHTTPRequestHandler):
             return self._ranged(state.files[name], ignore_range)
         if route == "sparcl":
             return _sparcl_answer(state, parts.path.removeprefix("/sparcl/api/").strip("/"), query, body)
+        if route == "hub":
+            return self._hub_answer(parts.path, ignore_range)
         return 404, b"no such route", "text/plain", {}
+
+    def _hub_answer(self, path: str, ignore_range: bool):
+        repo, revision, filename = _HUB.match(path).groups()
+        files = self.server_state.hub_files
+        if (repo, revision, filename) in files:
+            data = files[(repo, revision, filename)]
+            status, payload, ctype, headers = self._ranged(data, ignore_range)
+            etag = f'"{hashlib.sha256(data).hexdigest()}"'
+            return status, payload, ctype, headers | {
+                "X-Repo-Commit": revision, "ETag": etag, "X-Linked-Etag": etag, "X-Linked-Size": str(len(data)),
+            }  # fmt: skip
+        if not any(r == repo for r, _, _ in files):
+            return 401, b"Repository not found", "text/plain", {"X-Error-Code": "RepoNotFound"}
+        if not any((r, v) == (repo, revision) for r, v, _ in files):
+            return 404, b"Invalid rev id", "text/plain", {"X-Error-Code": "RevisionNotFound"}
+        return 404, b"Entry not found", "text/plain", {"X-Error-Code": "EntryNotFound"}
 
     def _ranged(self, data: bytes, ignore_range: bool):
         # "bytes=N-" (a resumed download) or "bytes=N-M" (fsspec reading parts of a FITS file)
@@ -428,7 +459,8 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     def _drop(self, status: int, payload: bytes, ctype: str, headers: dict) -> None:
         self.send_response(status)
@@ -443,6 +475,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.shutdown(socket.SHUT_RDWR)
 
 
+_HUB = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+
+
 def _route(path: str) -> str:
     if path.startswith("/viewer/cutout"):
         return "cutout"
@@ -450,6 +485,8 @@ def _route(path: str) -> str:
         return "files"
     if path.startswith("/sparcl/api/"):
         return "sparcl"
+    if _HUB.match(path):
+        return "hub"
     return "unknown"
 
 

@@ -17,7 +17,7 @@ from astroclip_pipeline.evaluate.retrieval import partner_ranks, retrieval_table
 from astroclip_pipeline.models.astroclip import AstroCLIP, load_astroclip
 from astroclip_pipeline.models.image_encoder import ImageEncoder, ViTImageEncoder, save_image_encoder
 from astroclip_pipeline.models.resnet import ResNetConfig
-from astroclip_pipeline.models.specformer import SpecFormer, SpecFormerConfig
+from astroclip_pipeline.models.specformer import SpecFormer, SpecFormerConfig, save_encoder
 from astroclip_pipeline.models.vit import ViTConfig
 from astroclip_pipeline.train.alignment import (
     AlignmentData,
@@ -28,7 +28,6 @@ from astroclip_pipeline.train.alignment import (
 )
 from astroclip_pipeline.train.contrastive import clip_loss, distributed_clip_loss
 from astroclip_pipeline.train.loop import last_checkpoint
-from astroclip_pipeline.train.spectrum_pretraining import save_encoder
 
 from .training import CountSteps, PreemptAt, Preempted
 

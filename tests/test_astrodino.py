@@ -49,14 +49,18 @@ def astrodino_checkpoint(config: ViTConfig = CONFIG, chunks: int = CHUNKS) -> di
     return {"teacher": state}
 
 
-def dinov2_forward(state: dict, images: torch.Tensor, config: ViTConfig = CONFIG, chunks: int = CHUNKS):
+def dinov2_forward(
+    state: dict, images: torch.Tensor, config: ViTConfig = CONFIG, chunks: int = CHUNKS, positioned: bool = True
+):
     """DINOv2's ViT forward written out from its modules' definitions (prepare_tokens_with_masks,
-    Block with LayerScale, MemEffAttention, Mlp, final norm; LayerNorm eps 1e-6): normalised tokens."""
+    Block with LayerScale, MemEffAttention, Mlp, final norm; LayerNorm eps 1e-6): normalised tokens.
+    ``positioned=False``: patch_embed -> blocks -> norm, as AstroCLIP v2's official image head calls them."""
     d, heads = config.embed_dim, config.n_heads
     s = {k.removeprefix("backbone."): v for k, v in state.items()}
     x = F.conv2d(images, s["patch_embed.proj.weight"], s["patch_embed.proj.bias"], stride=config.patch_size)
     x = x.flatten(2).transpose(1, 2)
-    x = torch.cat([s["cls_token"].expand(len(x), -1, -1), x], dim=1) + s["pos_embed"]
+    if positioned:
+        x = torch.cat([s["cls_token"].expand(len(x), -1, -1), x], dim=1) + s["pos_embed"]
     batch, length, _ = x.shape
     per_chunk = config.depth // chunks
     for i in range(config.depth):

@@ -17,12 +17,12 @@ from astroclip_pipeline.data.galaxy_dataset import GalaxyDataset
 from astroclip_pipeline.evaluate.backbone_knn import image_backbone_knn
 from astroclip_pipeline.evaluate.embeddings import read_embeddings
 from astroclip_pipeline.files import HDF5LockError
-from astroclip_pipeline.models.specformer import SpecFormer, SpecFormerConfig
+from astroclip_pipeline.models.specformer import SpecFormer, SpecFormerConfig, load_encoder, save_encoder
 from astroclip_pipeline.sources.astroclip_hdf5 import validate_astroclip_hdf5
 from astroclip_pipeline.sources.provabgs import read_provabgs
 from astroclip_pipeline.train.alignment import align
 from astroclip_pipeline.train.image_pretraining import pretrain_images
-from astroclip_pipeline.train.spectrum_pretraining import load_encoder, pretrain_spectra, save_encoder
+from astroclip_pipeline.train.spectrum_pretraining import pretrain_spectra
 
 from .conftest import REPO
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from astroclip_pipeline.models.masked_segments import chunk_mask, hide, interpolation_baseline, masked_mse
 from astroclip_pipeline.models.specformer import (
     MIN_STD,
     SpecFormer,
@@ -15,7 +16,6 @@ from astroclip_pipeline.models.specformer import (
     standardise,
     tokenize,
 )
-from astroclip_pipeline.train.masked_segments import chunk_mask, hide, interpolation_baseline, masked_mse
 
 
 def test_token_layout_on_a_hand_made_spectrum():

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from astroclip_pipeline.evaluate.mask_filling import mask_filling_scores
+from astroclip_pipeline.models.specformer import load_encoder
 from astroclip_pipeline.train.loop import last_checkpoint, prepare_run_dir, resume_checkpoint, warmup_cosine
-from astroclip_pipeline.train.spectrum_pretraining import load_encoder, pretrain_spectra
+from astroclip_pipeline.train.spectrum_pretraining import pretrain_spectra
 
 from .training import CountSteps, PreemptAt, Preempted
 

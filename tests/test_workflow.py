@@ -321,6 +321,93 @@ def test_slurm_profile_resolves(workdir):
     assert "select_mock_targets" in result.stdout and "build_dataset" in result.stdout
 
 
+def test_the_published_model_plan_fetches_and_trains_nothing(tmp_path):
+    workdir = copy_workflow(tmp_path / "astroclip")
+    planned = _planned_jobs(
+        run_snakemake(workdir, "-n", "--configfile", "configs/desi-edr.yaml", "--config", "model=published")
+    )
+    assert {"download_published", "record_published", "import_published_astroclip", "embed"} <= planned
+    assert not {"pretrain_spectra", "pretrain_images", "pretrain_dino", "align", "import_image_encoder"} & planned
+
+
+def test_report_front_page_names_the_published_weights():
+    """The report's top page, rendered as Snakemake renders it (Jinja2 with the validated config)."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from snakemake.utils import validate
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    pin = {"revision": "ab" * 20, "sha256": "cd" * 32}
+    config |= {
+        "model": "published",
+        "published": {name: dict(pin) for name in ("astroclip", "specformer", "astrodino")},
+    }
+    validate(config, str(repo / "workflow/schemas/config.schema.yaml"), set_default=True)
+    page = jinja2.Template((repo / "workflow/report/workflow.rst").read_text())
+    text = page.render(snakemake=SimpleNamespace(config=config))
+    assert "published AstroCLIP v2 weights" in text
+    for repository in ("polymathic-ai/astroclip", "polymathic-ai/specformer", "polymathic-ai/astrodino"):
+        assert f"``{repository}`` / ``{repository.split('/')[1]}.ckpt``, revision ``{'ab' * 20}``" in text
+    assert f"SHA-256 ``{'cd' * 32}``" in text and "spectrum transformer preset" not in text
+    trained = page.render(snakemake=SimpleNamespace(config=config | {"model": "trained"}))
+    assert "spectrum transformer preset" in trained and "published AstroCLIP" not in trained
+
+
+def test_published_weights_are_evaluated_end_to_end(workdir, tmp_path, monkeypatch):
+    """Synthetic files in the official layout, served by a loopback hub (HF_ENDPOINT), on the ci
+    run's dataset: fetched, checked, converted, embedded and evaluated; nothing trains."""
+    import hashlib
+
+    import torch
+
+    from .loopback import LoopbackServer
+    from .published_checkpoints import VIT, astroclip_state, specformer_state, write_lightning_checkpoint
+    from .test_astrodino import astrodino_checkpoint
+
+    pubdir = copy_workflow(tmp_path / "astroclip")
+    shutil.copytree(workdir / "resources", pubdir / "resources")
+    shutil.copytree(workdir / "results/data", pubdir / "results/data")
+    files = {"astroclip": tmp_path / "astroclip.ckpt", "specformer": tmp_path / "specformer.ckpt",
+             "astrodino": tmp_path / "astrodino.ckpt"}  # fmt: skip
+    write_lightning_checkpoint(files["astroclip"], astroclip_state())
+    write_lightning_checkpoint(files["specformer"], specformer_state(12, 2, 120), {"num_heads": 2})
+    torch.save(astrodino_checkpoint(VIT), files["astrodino"])
+    revision = "c0ffee" * 6 + "c0ff"
+    published = {"crop": 16, "specformer_heads": 2, "vit_heads": 2, "head_heads": 2}
+    with LoopbackServer() as hub:
+        for name, path in files.items():
+            repo = f"polymathic-ai/{name}"
+            hub.add_hub_file(repo, revision, path.name, path.read_bytes())
+            sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+            published[name] = {"repo": repo, "file": path.name, "revision": revision, "sha256": sha256}
+        extra = _extra_config(pubdir, "published", {"model": "published", "published": published})
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        # the embeddings and retrieval (published AstroCLIP), and the backbones of the before-alignment
+        # rows (SpecFormer, AstroDINO); the property table after them costs 15 s more and adds no rule of this
+        targets = ["results/embeddings/test.h5", "results/tables/retrieval.csv"]
+        targets += ["results/models/spectrum_encoder.ckpt", "results/models/image_encoder.ckpt"]
+        jobs = _executed_jobs(run_snakemake(pubdir, *targets, "--configfile", extra))
+    assert jobs.get("download_published") == 3 and jobs.get("import_published_astroclip") == 1
+    assert not {"pretrain_spectra", "pretrain_dino", "align", "build_dataset"} & set(jobs)
+    assert (pubdir / "resources/published/astroclip/astroclip.ckpt").read_bytes() == files["astroclip"].read_bytes()
+    record = yaml.safe_load((pubdir / "results/models/published/astroclip.json").read_text())
+    assert record["revision"] == revision and record["source"] == "hub"
+    model = torch.load(pubdir / "results/models/astroclip.ckpt", weights_only=True)
+    assert (
+        model["heads"] == model["spectrum_encoder"]["preprocessing"] == "official"
+        and model["image_encoder"]["transpose"]
+    )
+    assert model["settings"]["published"] == record
+    with h5py.File(pubdir / "results/embeddings/test.h5") as h5:
+        assert h5["image_embedding"].shape[1] == h5["spectrum_embedding"].shape[1] == 16
+    assert len(pd.read_csv(pubdir / "results/tables/retrieval.csv")) > 0
+    assert torch.load(pubdir / "results/models/spectrum_encoder.ckpt", weights_only=True)["config"]["n_heads"] == 2
+    image_encoder = torch.load(pubdir / "results/models/image_encoder.ckpt", weights_only=True)
+    assert image_encoder["architecture"] == "vit" and image_encoder["crop"] == 16
+
+
 def test_published_image_weights_replace_pretraining(workdir):
     # last in the file: the failed import below removes the encoder the earlier tests look at
     from .test_image_encoder import moco_checkpoint, published_state_dict

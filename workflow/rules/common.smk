@@ -25,10 +25,11 @@ SOURCE = config["source"]
 # The image backbone: a ResNet pretrained by MoCo v2 (pretrain_images, AstroCLIP v1) or a ViT
 # pretrained by DINOv2 (pretrain_dino, v2), or either imported from published weights
 # (import_image_encoder); each writes results/models/image_encoder.ckpt.
-IMAGE_ARCHITECTURE = config["image_encoder"]["architecture"]
+# model: published evaluates the published AstroCLIP v2 weights (published.smk), a ViT's.
+PUBLISHED = config["model"] == "published"
+IMAGE_ARCHITECTURE = "vit" if PUBLISHED else config["image_encoder"]["architecture"]
 # evaluation.compare_image_encoders: the other backbones, pretrained and aligned the same way under
-# results/comparison/{backbone}/, for one table (compare.smk). Named after their training:
-BACKBONE_ARCHITECTURE = {"dino": "vit", "moco": "resnet", "random": "vit"}
+# results/comparison/{backbone}/, for one table (compare.smk).
 COMPARE_ENCODERS = config["evaluation"]["compare_image_encoders"]
 
 
@@ -42,7 +43,7 @@ def image_encoder_params(architecture=IMAGE_ARCHITECTURE):
 
 def own_backbone():
     """This run's image backbone by its comparison name; None when imported from weights."""
-    if config["image_encoder"]["weights"] is not None:
+    if PUBLISHED or config["image_encoder"]["weights"] is not None:
         return None
     return "dino" if IMAGE_ARCHITECTURE == "vit" else "moco"
 
@@ -328,6 +329,14 @@ def library_code(script):
     return digest.hexdigest()[:16]
 
 
+def published_file(name):
+    """Input function: the published file `name` (astroclip, specformer, astrodino), read in place
+    from published.<name>.path when given, else downloaded under resources/published/.
+    """
+    entry = config["published"][name]
+    return entry["path"] or f"resources/published/{name}/{entry['file']}"
+
+
 def run_dir_of(output_name):
     """Params function: a training run's working directory (checkpoints, metrics), named after its
     output file without the extension, e.g. results/models/spectrum_encoder/."""
@@ -346,11 +355,9 @@ def all_outputs():
             "results/figures/overview/cutout_gallery.png",
             "results/figures/overview/example_spectra.png",
             "results/figures/overview/distributions.png",
-            "results/figures/pretrain/spectrum_loss.png",
             "results/figures/pretrain/mask_filling.png",
             "results/tables/mask_filling_mse.csv",
             "results/tables/image_backbone_knn.csv",
-            "results/figures/align/alignment_loss.png",
             "results/embeddings/val.h5",
             "results/embeddings/test.h5",
             "results/tables/retrieval.csv",
@@ -375,9 +382,18 @@ def all_outputs():
         ]
         # the mock survey knows which cutouts carry artefacts; real data do not
         + (["results/tables/dbscan_artefacts.csv"] if SOURCE == "mock" else [])
+        # training curves: none when the published weights are evaluated
+        + (
+            [
+                "results/figures/pretrain/spectrum_loss.png",
+                "results/figures/align/alignment_loss.png",
+            ]
+            if not PUBLISHED
+            else []
+        )
         + (
             ["results/figures/pretrain/image_loss.png"]
-            if config["image_encoder"]["weights"] is None
+            if config["image_encoder"]["weights"] is None and not PUBLISHED
             else []
         )
         + (

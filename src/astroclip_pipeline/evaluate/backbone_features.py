@@ -14,8 +14,7 @@ from tqdm import tqdm
 
 from ..files import atomic_path, open_hdf5
 from ..models.image_encoder import encode_images, load_image_encoder
-from ..models.specformer import tokenize
-from ..train.spectrum_pretraining import load_encoder
+from ..models.specformer import load_encoder
 
 
 @torch.no_grad()
@@ -35,8 +34,8 @@ def backbone_features(
             image.append(encode_images(image_encoder, h5["image"], batch_size).numpy())
             for start in tqdm(range(0, len(h5["TARGETID"]), batch_size), desc=f"spectra of {Path(path).name}"):
                 rows = slice(start, start + batch_size)
-                tokens, _ = tokenize(torch.from_numpy(h5["spectrum"][rows]), torch.from_numpy(h5["ivar"][rows]))
-                hidden, _ = spectrum_encoder(tokens)
+                flux, ivar = torch.from_numpy(h5["spectrum"][rows]), torch.from_numpy(h5["ivar"][rows])
+                hidden, _ = spectrum_encoder(spectrum_encoder.tokens(flux, ivar))
                 spectrum.append(hidden.mean(dim=1).numpy())
     return {"TARGETID": np.concatenate(targetid), "image": np.concatenate(image), "spectrum": np.concatenate(spectrum)}
 

@@ -7,9 +7,8 @@ import pandas as pd
 import torch
 
 from ..files import atomic_path, open_hdf5
-from ..models.specformer import PATCH_SIZE, PATCH_STRIDE, standardise, tokenize, tokens_from_standardised
-from ..train.masked_segments import chunk_mask, hide, interpolation_baseline, masked_mse, reconstruct_spectrum
-from ..train.spectrum_pretraining import load_encoder
+from ..models.masked_segments import chunk_mask, hide, interpolation_baseline, masked_mse, reconstruct_spectrum
+from ..models.specformer import PATCH_SIZE, PATCH_STRIDE, load_encoder, standardise, tokenize, tokens_from_standardised
 from .figures import plt, save_figure
 from .overview import ABSORPTION_LINES, EMISSION_LINES
 

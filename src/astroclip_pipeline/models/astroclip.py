@@ -24,9 +24,13 @@ MLP), over the ViT's final tokens. Which tokens (``image_tokens``):
   most likely by accident); kept to reproduce it. The official image head also has no residual
   around its MLP where the spectrum head has one; ours is the same block on both sides.
 
+``heads="official"`` reproduces the official arrangement of both heads, for its published weights
+(``published.py``); their preprocessing belongs to the encoders (``SpecFormer.preprocessing``,
+``ViTImageEncoder.transpose``).
+
 An ``AstroCLIP`` is saved as a plain torch file ``{image_encoder, spectrum_encoder, spectrum_head,
-embed_dim, n_heads, settings}`` (with a ViT also ``image_head`` and ``image_tokens``) that loads
-without Lightning (``load_astroclip``).
+embed_dim, n_heads, settings, heads}`` (with a ViT also ``image_head`` and ``image_tokens``; a file
+without ``heads`` has the project's) that loads without Lightning (``load_astroclip``).
 """
 
 from pathlib import Path
@@ -37,15 +41,37 @@ from torch import nn
 
 from ..files import atomic_path
 from .image_encoder import ImageEncoder, ViTImageEncoder, image_encoder_from_payload, image_encoder_payload
-from .specformer import SpecFormer, SpecFormerConfig, tokenize
+from .specformer import SpecFormer, SpecFormerConfig
 from .torch_files import read_torch_file
+
+#: How a head arranges its parts: ours, or as the official AstroCLIP v2 code has them.
+HEAD_LAYOUTS = ("project", "official")
 
 
 class CrossAttentionHead(nn.Module):
-    """Hidden states (batch, tokens, in_dim) -> one embedding (batch, dim)."""
+    """Hidden states (batch, tokens, in_dim) -> one embedding (batch, dim).
 
-    def __init__(self, in_dim: int, dim: int = 128, n_heads: int = 4, dropout: float = 0.0):
+    ``layout="project"``: x = attention(query, hidden); out = x + MLP(LayerNorm(x)), the
+    pre-LayerNorm residual of a transformer block. ``layout="official"``: as the official code's
+    ``CrossAttentionHead`` then ``MLP`` (PolymathicAI/AstroCLIP ``astroclip/modules.py`` and
+    ``models/astroclip.py``): x = LayerNorm(attention(query, hidden)); out = x + MLP(x) for its
+    spectrum head, MLP(x) for its image head (``residual=False``). Same parameters either way.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int = 128,
+        n_heads: int = 4,
+        dropout: float = 0.0,
+        layout: str = "project",
+        residual: bool = True,
+    ):
         super().__init__()
+        if layout not in HEAD_LAYOUTS:
+            raise ValueError(f"head layout {layout!r} is not one of {HEAD_LAYOUTS}")
+        self.layout = layout
+        self.residual = residual
         self.query = nn.Parameter(torch.randn(1, 1, dim) / dim**0.5)
         self.attention = nn.MultiheadAttention(dim, n_heads, kdim=in_dim, vdim=in_dim, batch_first=True)
         self.layernorm = nn.LayerNorm(dim)
@@ -54,7 +80,11 @@ class CrossAttentionHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         query = self.query.expand(len(hidden), -1, -1)
         x, _ = self.attention(query, hidden, hidden, need_weights=False)
-        x = x + self.mlp(self.layernorm(x))
+        if self.layout == "official":
+            x = self.layernorm(x)
+            x = x + self.mlp(x) if self.residual else self.mlp(x)
+        else:
+            x = x + self.mlp(self.layernorm(x)) if self.residual else self.mlp(self.layernorm(x))
         return x[:, 0]
 
 
@@ -80,21 +110,31 @@ class AstroCLIP(nn.Module):
         embed_dim: int = 128,
         n_heads: int = 4,
         image_tokens: str = "all",
+        heads: str = "project",
     ):
+        """``heads``: the heads' ``layout`` (``CrossAttentionHead``); "official" also drops the
+        residual of the image head, as the official code has it."""
         super().__init__()
+        if heads not in HEAD_LAYOUTS:
+            raise ValueError(f"AstroCLIP heads={heads!r} is not one of {HEAD_LAYOUTS}")
+        self.heads = heads
         self.image_encoder = image_encoder
         self.spectrum_encoder = spectrum_encoder
         if image_tokens not in IMAGE_TOKENS:
             raise ValueError(f"config key 'align.image_tokens': {image_tokens!r} is not one of {IMAGE_TOKENS}")
         self.image_tokens = image_tokens
         if image_encoder.architecture == "vit":
-            self.image_cross_attention = CrossAttentionHead(image_encoder.feature_dim, embed_dim, n_heads)
+            self.image_cross_attention = CrossAttentionHead(
+                image_encoder.feature_dim, embed_dim, n_heads, layout=heads, residual=heads != "official"
+            )
         elif image_encoder.head_dims[-1] != embed_dim:
             raise ValueError(
                 f"the image encoder's projection head gives {image_encoder.head_dims[-1]}-d vectors, "
                 f"expected the embedding width {embed_dim} (config key 'align.embed_dim')"
             )
-        self.spectrum_head = CrossAttentionHead(spectrum_encoder.config.embed_dim, embed_dim, n_heads)
+        elif heads == "official":
+            raise ValueError("the official heads need a ViT image encoder (AstroCLIP v2)")
+        self.spectrum_head = CrossAttentionHead(spectrum_encoder.config.embed_dim, embed_dim, n_heads, layout=heads)
 
     @property
     def image_head(self) -> nn.Module:
@@ -125,8 +165,7 @@ class AstroCLIP(nn.Module):
         return self.image_head(features)
 
     def spectrum_hidden(self, spectrum: torch.Tensor, ivar: torch.Tensor) -> torch.Tensor:
-        tokens, _ = tokenize(spectrum, ivar)
-        hidden, _ = self.spectrum_encoder(tokens)
+        hidden, _ = self.spectrum_encoder(self.spectrum_encoder.tokens(spectrum, ivar))
         return hidden
 
     def spectrum_embedding(self, spectrum=None, ivar=None, hidden: torch.Tensor | None = None) -> torch.Tensor:
@@ -152,11 +191,13 @@ def save_astroclip(model: AstroCLIP, path: str | Path, settings: dict) -> None:
         "spectrum_encoder": {
             "config": vars(model.spectrum_encoder.config).copy(),
             "state_dict": model.spectrum_encoder.state_dict(),
+            "preprocessing": model.spectrum_encoder.preprocessing,
         },
         "spectrum_head": model.spectrum_head.state_dict(),
         "embed_dim": model.spectrum_head.query.shape[-1],
         "n_heads": model.spectrum_head.attention.num_heads,
         "settings": settings,
+        "heads": model.heads,
     }
     if model.image_encoder.architecture == "vit":
         payload |= {"image_head": model.image_head.state_dict(), "image_tokens": model.image_tokens}
@@ -169,14 +210,16 @@ def load_astroclip(path: str | Path, map_location: str | torch.device = "cpu") -
     for key in ("image_encoder", "spectrum_encoder", "spectrum_head", "embed_dim", "n_heads"):
         if key not in payload:
             raise KeyError(f"{path}: not an AstroCLIP model file (no {key!r}); expected the output of the align rule")
-    spectrum_encoder = SpecFormer(SpecFormerConfig(**payload["spectrum_encoder"]["config"]))
-    spectrum_encoder.load_state_dict(payload["spectrum_encoder"]["state_dict"])
+    spectrum = payload["spectrum_encoder"]
+    spectrum_encoder = SpecFormer(SpecFormerConfig(**spectrum["config"]), spectrum.get("preprocessing", "project"))
+    spectrum_encoder.load_state_dict(spectrum["state_dict"])
     model = AstroCLIP(
         image_encoder_from_payload(payload["image_encoder"], path),
         spectrum_encoder,
         payload["embed_dim"],
         payload["n_heads"],
         payload.get("image_tokens", "all"),
+        payload.get("heads", "project"),
     )
     model.spectrum_head.load_state_dict(payload["spectrum_head"])
     if model.image_encoder.architecture == "vit":

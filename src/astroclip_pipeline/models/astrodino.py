@@ -37,6 +37,8 @@ BLOCK_PARTS = {
     "mlp.fc2": "mlp.2",
     "ls2": "ls_mlp",
 }
+#: AstroDINO's attention heads per block (ViT-L), which its weights' shapes cannot tell
+VIT_HEADS = 16
 _CHUNKED_BLOCK = re.compile(r"^blocks\.(?:\d+\.)?(\d+)\.(.+)\.(weight|bias|gamma)$")
 
 
@@ -56,13 +58,23 @@ def astrodino_to_vit(teacher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return state
 
 
-def import_astrodino(checkpoint: str | Path, output: str | Path, config: ViTConfig) -> ViTImageEncoder:
-    """Load AstroDINO's teacher backbone into a ViT of ``config`` (the paper preset, crop 144) and
-    write it as an image-encoder file; its features are the normalised CLS token, as AstroDINO's."""
+def import_astrodino(
+    checkpoint: str | Path,
+    output: str | Path,
+    config: ViTConfig | None = None,
+    n_heads: int = VIT_HEADS,
+    crop: int | None = None,
+    transpose: bool = False,
+) -> ViTImageEncoder:
+    """Load AstroDINO's teacher backbone into a ViT of ``config`` (the paper preset, crop 144; by
+    default read from the weights' shapes with ``n_heads`` heads) and write it as an image-encoder
+    file for ``crop``-pixel centre crops (default the ViT's own size; ``transpose``: see
+    ``ViTImageEncoder``); its features are the normalised CLS token, as AstroDINO's."""
     state = astrodino_to_vit(read_state_dict(checkpoint, key="teacher"))
     if not state:
         raise KeyError(f"{checkpoint}: no keys start with {BACKBONE_PREFIX!r} under 'teacher'; expected AstroDINO's")
-    encoder = ViTImageEncoder(config, config.image_size)
+    config = config or vit_config_of_state(state, n_heads, str(checkpoint))
+    encoder = ViTImageEncoder(config, crop or config.image_size, transpose)
     what = (
         f"{checkpoint}: does not match a ViT of width {config.embed_dim}, depth {config.depth}, "
         f"{config.patch_size}-pixel patches on {config.image_size}-pixel crops"
@@ -71,3 +83,18 @@ def import_astrodino(checkpoint: str | Path, output: str | Path, config: ViTConf
     encoder.backbone.load_state_dict(state)
     save_image_encoder(encoder, output, source=f"published AstroDINO weights {checkpoint}")
     return encoder.eval()
+
+
+def vit_config_of_state(state: dict[str, torch.Tensor], n_heads: int, what: str) -> ViTConfig:
+    """Our ViT's config from AstroDINO weights already in our names (``astrodino_to_vit``)."""
+    for key in ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.0.weight"):
+        if key not in state:
+            raise KeyError(f"{what}: no {key!r}; expected AstroDINO's ViT")
+    width, channels, patch, _ = state["patch_embed.proj.weight"].shape
+    grid = round((state["pos_embed"].shape[1] - 1) ** 0.5)
+    depth = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
+    return ViTConfig(
+        image_size=grid * patch, patch_size=patch, in_channels=channels, embed_dim=width, depth=depth,
+        n_heads=n_heads, mlp_ratio=state["blocks.0.mlp.0.weight"].shape[0] / width,
+        layerscale=1e-5 if "blocks.0.ls_attn.gamma" in state else None, drop_path=0.0,
+    )  # fmt: skip

@@ -29,7 +29,7 @@ from ..data.augmentations import center_crop
 from ..files import atomic_path
 from .image_preprocessing import stein_rgb, viewer_rgb
 from .resnet import ResNet, ResNetConfig, mlp_head
-from .torch_files import read_torch_file
+from .torch_files import read_checkpoint, read_torch_file
 from .vit import VisionTransformer, ViTConfig, vit_config_of
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,12 @@ class ViTImageEncoder(nn.Module):
 
     architecture = "vit"
 
-    def __init__(self, config: ViTConfig, crop: int):
+    def __init__(self, config: ViTConfig, crop: int, transpose: bool = False):
+        """``transpose``: swap rows and columns first, as the official AstroCLIP v2 collator does
+        (its ``permute(0, 3, 2, 1)`` of (N, H, W, C) images), for its published weights."""
         super().__init__()
         self.crop = crop
+        self.transpose = transpose
         self.backbone = VisionTransformer(config)
 
     @property
@@ -81,6 +84,8 @@ class ViTImageEncoder(nn.Module):
         return self.backbone.feature_dim
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        if self.transpose:
+            images = images.transpose(-2, -1)
         return viewer_rgb(center_crop(images, self.crop))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -98,7 +103,7 @@ def untrained_like(encoder: ImageEncoder | ViTImageEncoder) -> ImageEncoder | Vi
     """A freshly initialised network of the same architecture, sizes and preprocessing (a baseline
     of what the architecture gives with random weights; seed torch's generator first)."""
     if encoder.architecture == "vit":
-        return ViTImageEncoder(encoder.backbone.config, encoder.crop).eval()
+        return ViTImageEncoder(encoder.backbone.config, encoder.crop, encoder.transpose).eval()
     return ImageEncoder(encoder.backbone.config, encoder.crop, encoder.head_dims).eval()
 
 
@@ -109,6 +114,7 @@ def image_encoder_payload(encoder: ImageEncoder | ViTImageEncoder, source: str) 
             "architecture": "vit",
             "config": asdict(encoder.backbone.config),
             "crop": encoder.crop,
+            "transpose": encoder.transpose,
             "state_dict": encoder.backbone.state_dict(),
             "source": source,
         }
@@ -130,7 +136,7 @@ def image_encoder_from_payload(payload: dict, path: str | Path) -> ImageEncoder 
         if key not in payload:
             raise KeyError(f"{path}: not an image-encoder file (no {key!r}); expected the output of pretrain_images")
     if architecture == "vit":
-        encoder = ViTImageEncoder(ViTConfig(**payload["config"]), payload["crop"])
+        encoder = ViTImageEncoder(ViTConfig(**payload["config"]), payload["crop"], payload.get("transpose", False))
         encoder.backbone.load_state_dict(payload["state_dict"])
         return encoder.eval()
     config = payload["config"]
@@ -158,9 +164,9 @@ def read_state_dict(path: str | Path, key: str = "state_dict") -> dict[str, torc
         payload = read_torch_file(path)
     except pickle.UnpicklingError:
         # Lightning checkpoints also pickle their hyper-parameters (an argparse Namespace for
-        # Stein et al.'s), which the safe loader refuses. The user named this file in the config.
-        log.warning("%s holds more than tensors; loading it with the full unpickler", path)
-        payload = read_torch_file(path, weights_only=False)
+        # Stein et al.'s), which the safe loader refuses; the tensors are read without building them.
+        log.info("%s holds more than tensors; reading its tensors only", path)
+        payload = read_checkpoint(path)
     state = payload.get(key, payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state dict of tensors (or a checkpoint with {key!r})")

@@ -13,11 +13,14 @@ Read top to bottom, in the spirit of nanoGPT's ``model.py``.
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import atomic_path
+from .torch_files import read_torch_file
 from .transformer import Block
 
 PATCH_SIZE = 20
@@ -81,6 +84,16 @@ def tokens_from_standardised(standard: torch.Tensor, mean: torch.Tensor, std: to
     return tokens
 
 
+def official_tokenize(flux: torch.Tensor) -> torch.Tensor:
+    """(batch, n_pixels) spectra -> tokens (batch, n_tokens, 22) exactly as the official
+    ``SpecFormer.preprocess`` (PolymathicAI/AstroCLIP ``astroclip/models/specformer.py``) makes them
+    for its published weights: mean and standard deviation over every pixel (torch's default
+    unbiased std, clipped below at 0.2), no pixel masked; ``tokenize`` is the ivar-aware form."""
+    mean = flux.mean(dim=-1, keepdim=True)
+    std = flux.std(dim=-1, keepdim=True).clamp_min(MIN_STD)
+    return tokens_from_standardised((flux - mean) / std, mean, std)
+
+
 def tokenize(flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch, n_pixels) spectra -> tokens (batch, n_tokens, 22) and pixel validity of the same shape.
 
@@ -108,12 +121,22 @@ def detokenize(tokens: torch.Tensor, n_pixels: int) -> torch.Tensor:
     return out
 
 
-class SpecFormer(nn.Module):
-    """Tokens (batch, n_tokens, 22) -> hidden states (batch, n_tokens, embed) and reconstructions."""
+#: How spectra become tokens: ``tokenize`` (ours, ivar-aware) or ``official_tokenize`` (the
+#: official code's, which its published weights expect).
+PREPROCESSING = ("project", "official")
 
-    def __init__(self, config: SpecFormerConfig):
+
+class SpecFormer(nn.Module):
+    """Tokens (batch, n_tokens, 22) -> hidden states (batch, n_tokens, embed) and reconstructions.
+
+    ``preprocessing`` says how this model's spectra are tokenized (``PREPROCESSING``, ``tokens``)."""
+
+    def __init__(self, config: SpecFormerConfig, preprocessing: str = "project"):
         super().__init__()
+        if preprocessing not in PREPROCESSING:
+            raise ValueError(f"spectrum preprocessing {preprocessing!r} is not one of {PREPROCESSING}")
         self.config = config
+        self.preprocessing = preprocessing
         self.embed = nn.Linear(TOKEN_WIDTH, config.embed_dim)
         self.position = nn.Parameter(torch.zeros(config.max_len, config.embed_dim))
         self.dropout = nn.Dropout(config.dropout)
@@ -133,6 +156,12 @@ class SpecFormer(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.position, mean=0.0, std=0.02)
 
+    def tokens(self, flux: torch.Tensor, ivar: torch.Tensor) -> torch.Tensor:
+        """(batch, n_pixels) flux and ivar -> this model's input tokens (batch, n_tokens, 22)."""
+        if self.preprocessing == "official":
+            return official_tokenize(flux)
+        return tokenize(flux, ivar)[0]
+
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         length = tokens.shape[1]
         if length > self.config.max_len:
@@ -146,3 +175,21 @@ class SpecFormer(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def save_encoder(model: SpecFormer, path: str | Path) -> None:
+    """The transformer as a plain torch file: its config and weights, no Lightning needed."""
+    payload = {"config": asdict(model.config), "state_dict": model.state_dict(), "preprocessing": model.preprocessing}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> SpecFormer:
+    payload = read_torch_file(path, map_location)
+    for key in ("config", "state_dict"):
+        if key not in payload:
+            raise KeyError(f"{path}: not a spectrum-encoder file (no {key!r}); expected the output of pretrain_spectra")
+    # a file without "preprocessing" was written before published weights were read: ours
+    model = SpecFormer(SpecFormerConfig(**payload["config"]), payload.get("preprocessing", "project"))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()

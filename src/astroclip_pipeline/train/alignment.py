@@ -29,7 +29,7 @@ from ..data.augmentations import N_ORIENTATIONS, AugmentationSpec, dihedral, ran
 from ..data.galaxy_dataset import GalaxyDataset
 from ..models.astroclip import AstroCLIP, save_astroclip, set_trainable
 from ..models.image_encoder import load_image_encoder
-from ..models.specformer import n_tokens
+from ..models.specformer import load_encoder, n_tokens
 from .contrastive import distributed_clip_loss
 from .loop import (
     fit,
@@ -42,7 +42,6 @@ from .loop import (
     warmup_cosine,
     write_metrics,
 )
-from .spectrum_pretraining import load_encoder
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..data.galaxy_dataset import GalaxyDataset
-from ..files import atomic_path
-from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, tokenize
-from ..models.torch_files import read_torch_file
+from ..models.masked_segments import chunk_mask, hide, masked_mse
+from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, save_encoder, tokenize
 from .loop import (
     fit,
     input_fingerprint,
@@ -23,7 +22,6 @@ from .loop import (
     warmup_cosine,
     write_metrics,
 )
-from .masked_segments import chunk_mask, hide, masked_mse
 
 
 @dataclass(frozen=True)
@@ -91,22 +89,6 @@ class SpectrumPretraining(L.LightningModule):
             optimizer, lambda step: warmup_cosine(step, s.warmup_steps, total, s.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-def save_encoder(model: SpecFormer, path: str | Path) -> None:
-    """The transformer as a plain torch file: its config and weights, no Lightning needed."""
-    with atomic_path(path) as tmp:
-        torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, tmp)
-
-
-def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> SpecFormer:
-    payload = read_torch_file(path, map_location)
-    for key in ("config", "state_dict"):
-        if key not in payload:
-            raise KeyError(f"{path}: not a spectrum-encoder file (no {key!r}); expected the output of pretrain_spectra")
-    model = SpecFormer(SpecFormerConfig(**payload["config"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
 
 
 def pretrain_spectra(
