@@ -54,7 +54,7 @@ if own_backbone() == "moco":
             "../scripts/plot_training_curves.py"
 
 
-if config["image_encoder"]["weights"] is not None:
+if config["image_encoder"]["weights"] is not None and not PUBLISHED:
 
     rule import_image_encoder:
         input:

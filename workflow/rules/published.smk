@@ -1,20 +1,13 @@
 # model: published. The published AstroCLIP v2 files (Hugging Face polymathic-ai), fetched at a
 # pinned revision and checked by SHA-256 (or a local copy, checked the same way), become this
-# workflow's model files; the rules that would train them are outranked, so none of them runs.
+# workflow's model files; the rules that would train them are outranked, so none of them runs
+# (no image-encoder rule writes results/models/image_encoder.ckpt then: own_backbone() is None).
 
 
 if PUBLISHED:
 
     ruleorder: import_published_specformer > pretrain_spectra
     ruleorder: import_published_astroclip > align
-
-    if config["image_encoder"]["weights"] is None:
-
-        ruleorder: import_published_astrodino > pretrain_dino
-
-    else:
-
-        ruleorder: import_published_astrodino > import_image_encoder
 
     rule download_published:
         output:
