@@ -27,6 +27,7 @@ include: "workflow/rules/align.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/structure.smk"
 include: "workflow/rules/explorer.smk"
+include: "workflow/rules/morphology.smk"
 
 
 rule all:

@@ -292,6 +292,33 @@ def dataset_files():
     return [f"results/data/{split}.h5" for split in SPLITS]
 
 
+# The Galaxy Zoo DECaLS volunteer catalogue, named as on Zenodo; the mock survey simulates it.
+GALAXY_ZOO_CATALOGUE = "gz_decals_volunteers_5.csv"
+
+
+def galaxy_zoo_catalogue():
+    """Input: the GZD-5 volunteer catalogue of the chosen source (only the mock's exists so far)."""
+    return f"{MOCK_RAW}/{GALAXY_ZOO_CATALOGUE}"
+
+
+def morphology_protocol():
+    """Params: the morphology block's protocol keys (the gallery size reruns no classifier)."""
+    return {k: v for k, v in config["morphology"].items() if k != "gallery_per_answer"}
+
+
+def morphology_outputs():
+    """The morphology tables and figures, where a Galaxy Zoo catalogue exists (the mock survey)."""
+    if SOURCE != "mock":
+        return []
+    return [
+        "results/tables/morphology_metrics.csv",
+        "results/figures/morphology/scores.png",
+        "results/figures/morphology/confusion.png",
+        "results/figures/morphology/surest_galaxies.png",
+        "results/figures/overview/morphology_gallery.png",
+    ]
+
+
 def all_outputs():
     return (
         dataset_files()
@@ -327,6 +354,7 @@ def all_outputs():
             "results/figures/structure/kmeans_cutouts.png",
             "results/explorer.html",
         ]
+        + morphology_outputs()
         # the mock survey knows which cutouts carry artefacts; real data do not
         + (["results/tables/dbscan_artefacts.csv"] if SOURCE == "mock" else [])
         + (
