@@ -6,6 +6,7 @@ import pytest
 
 from astroclip_pipeline.evaluate.property_prediction import (
     KNN_MODES,
+    V2_SUFFIX,
     photoz_metrics,
     predict_properties,
     r2_table,
@@ -68,3 +69,30 @@ def test_predictions_follow_the_information_in_each_embedding():
     assert set(predictions.groupby("method").size()) == {2 * (n - n // 2)}  # every query, both targets
     with pytest.raises(ValueError, match="different galaxies"):
         predict_properties(embeddings, {**backbone, "TARGETID": np.arange(n)[::-1]})
+
+
+def test_v2_protocol_rows_standardise_and_say_which_protocol():
+    """v2 standardises every feature: an informative feature of small scale then counts as much as a
+    noisy one of large scale, which decides v1's neighbours alone."""
+    rng = np.random.default_rng(2)
+    n = 200
+    z = rng.uniform(0.05, 0.5, n)
+    properties = {t: rng.normal(size=n) for t in ("LOGMSTAR", "SSFR", "AGE", "Z_MW")}
+    features = np.stack([0.01 * z, rng.normal(size=n)], axis=1)  # z in a tiny feature, noise in a large one
+    embeddings = {
+        "TARGETID": np.arange(n), "Z_HP": z, **properties, "image_embedding": features,
+        "spectrum_embedding": features, "MAG_G": np.zeros(n), "MAG_R": np.zeros(n), "MAG_Z": np.zeros(n),
+    }  # fmt: skip
+    backbone = {"TARGETID": np.arange(n), "image": features, "spectrum": features}
+    predictions = predict_properties(embeddings, backbone, k=16, seed=0, protocols=("v1", "v2"), k_v2=32)
+    table = r2_table(predictions, source="mock").set_index("method")
+    v2 = KNN_MODES["spectrum"] + V2_SUFFIX
+    assert table.loc[KNN_MODES["spectrum"], "protocol"] == "v1" and table.loc[v2, "protocol"] == "v2"
+    assert table.loc[KNN_MODES["spectrum"], "R2 Z_HP"] < 0.3 < 0.8 < table.loc[v2, "R2 Z_HP"]
+    np.testing.assert_allclose(
+        table.loc[v2, "R2 properties (mean of 4)"], table.loc[v2, [f"R2 {t}" for t in properties]].mean()
+    )
+    published = "AstroCLIP v2 R2 Z_HP (different data: DESI, not the mock survey)"
+    assert table.loc[v2, published] == 0.99 and np.isnan(table.loc[KNN_MODES["spectrum"], published])
+    with pytest.raises(ValueError, match="evaluation.v2_knn_neighbours"):
+        predict_properties(embeddings, backbone, protocols=("v2",), k_v2=n)
