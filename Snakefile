@@ -28,6 +28,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/structure.smk"
 include: "workflow/rules/explorer.smk"
 include: "workflow/rules/morphology.smk"
+include: "workflow/rules/headline.smk"
 
 
 rule all:

@@ -18,6 +18,7 @@ from astroclip_pipeline.evaluate.morphology import (
     weighted_f1,
 )
 from astroclip_pipeline.sources.galaxy_zoo import (
+    CATALOGUE_NAME,
     DEPENDENCIES,
     QUESTIONS,
     answer_columns,
@@ -25,10 +26,14 @@ from astroclip_pipeline.sources.galaxy_zoo import (
     cross_match,
     read_volunteer_catalogue,
     total_column,
+    validate_volunteer_catalogue,
 )
+from astroclip_pipeline.sources.http import DownloadError, Fetcher, RetryPolicy
 from astroclip_pipeline.sources.mock.galaxy_zoo import simulate_votes
 from astroclip_pipeline.sources.mock.images import render_cutouts
 from astroclip_pipeline.sources.mock.population import PopulationSpec, draw_population
+
+from .loopback import Fault, LoopbackServer
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +219,41 @@ def test_cross_match_within_radius_and_reader(tmp_path, votes):
     catalogue.drop(columns=["bar_weak_debiased"]).to_csv(path, index=False)
     with pytest.raises(ValueError, match="gz_decals_volunteers_5.csv.*bar_weak_debiased"):
         read_volunteer_catalogue(path)
+
+
+def _real_layout(votes: pd.DataFrame) -> bytes:
+    """The votes as gz_decals_volunteers_5.csv lays them out: the catalogue's other columns around ours."""
+    table = votes.copy()
+    extra = {"redshift": 0.05, "elpetro_absmag_r": -21.0, "sersic_nmgy_r": 80.0, "petro_th50": 4.0, "petro_th90": 9.0,
+             "petro_theta": 8.0, "upload_group": "dr5_pre_al", "active_learning_running": False}  # fmt: skip
+    for i, (name, value) in enumerate(extra.items()):
+        table.insert(3 + i, name, value)
+    table["wrong_size_statistic"] = 0.1
+    table["wrong_size_warning"] = False
+    return table.to_csv(index=False).encode()
+
+
+def test_catalogue_downloads_through_the_fetcher_and_cross_matches(votes, population, tmp_path):
+    """The download rule's path: the polite fetcher (resuming after a dropped connection), the
+    catalogue check, the reader and the sky match, against a loopback-served file in the real layout."""
+    data = _real_layout(votes.iloc[:200])
+    fetcher = Fetcher(max_workers=1, requests_per_second=None, retry=RetryPolicy(attempts=3), sleep=lambda s: None)
+    with LoopbackServer() as server:
+        url = server.add_file(f"records/4573248/files/{CATALOGUE_NAME}", data)
+        server.inject("files", Fault("drop"), Fault("status", 503))
+        path = fetcher.download_file(url, tmp_path / CATALOGUE_NAME, validate_file=validate_volunteer_catalogue,
+                                     chunk_size=4096, progress=False)  # fmt: skip
+        assert path.read_bytes() == data
+        assert server.requests[-1].headers["Range"].startswith("bytes=")  # resumed, not restarted
+        not_a_catalogue = server.add_file("error.html", b"<html>Service unavailable</html>\n")
+        with pytest.raises(DownloadError, match="does not validate.*not a GZ DECaLS volunteer catalogue"):
+            fetcher.download_file(not_a_catalogue, tmp_path / "other.csv", validate_file=validate_volunteer_catalogue,
+                                  progress=False)  # fmt: skip
+        assert not (tmp_path / "other.csv").exists()
+    catalogue = read_volunteer_catalogue(path)
+    assert list(catalogue.columns) == catalogue_columns()
+    # The survey's positions (the truth) find their own Galaxy Zoo rows, 0.1" of astrometric scatter apart.
+    labels = match_labels(population.RA.to_numpy()[:300], population.DEC.to_numpy()[:300], catalogue, 0.5)
+    assert labels.matched.iloc[:200].all() and not labels.matched.iloc[200:].any()
+    assert labels.separation_arcsec.max() < 0.5
+    np.testing.assert_allclose(labels["bar_no_debiased"].iloc[:200], votes["bar_no_debiased"].iloc[:200])

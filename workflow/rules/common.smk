@@ -296,27 +296,51 @@ def dataset_files():
 GALAXY_ZOO_CATALOGUE = "gz_decals_volunteers_5.csv"
 
 
+def galaxy_zoo_download():
+    return f"{DOWNLOADS}/galaxy_zoo/{GALAXY_ZOO_CATALOGUE}"
+
+
 def galaxy_zoo_catalogue():
-    """Input: the GZD-5 volunteer catalogue of the chosen source (only the mock's exists so far)."""
-    return f"{MOCK_RAW}/{GALAXY_ZOO_CATALOGUE}"
+    """Input: the GZD-5 volunteer catalogue: the mock's simulated one, or morphology.catalogue,
+    downloaded when it is a URL and read in place when it is a path."""
+    if SOURCE == "mock":
+        return f"{MOCK_RAW}/{GALAXY_ZOO_CATALOGUE}"
+    location = config["morphology"]["catalogue"]
+    return galaxy_zoo_download() if is_url(location) else location
 
 
 def morphology_protocol():
     """Params: the morphology block's protocol keys (the gallery size reruns no classifier)."""
-    return {k: v for k, v in config["morphology"].items() if k != "gallery_per_answer"}
+    return {
+        k: v
+        for k, v in config["morphology"].items()
+        if k not in ("gallery_per_answer", "catalogue")
+    }
+
+
+def has_galaxy_zoo():
+    return SOURCE == "mock" or config["morphology"]["catalogue"] is not None
+
+
+def morphology_metrics_table():
+    """Input of the headline table: the morphology metrics, where there are Galaxy Zoo labels."""
+    return ["results/tables/morphology_metrics.csv"] if has_galaxy_zoo() else []
 
 
 def morphology_outputs():
-    """The morphology tables and figures, where a Galaxy Zoo catalogue exists (the mock survey)."""
-    if SOURCE != "mock":
-        return []
-    return [
-        "results/tables/morphology_metrics.csv",
-        "results/figures/morphology/scores.png",
-        "results/figures/morphology/confusion.png",
-        "results/figures/morphology/surest_galaxies.png",
-        "results/figures/overview/morphology_gallery.png",
-    ]
+    """The morphology tables and figures where there is a Galaxy Zoo catalogue, and the mock
+    survey's morphology gallery (only it knows the truth)."""
+    outputs = []
+    if has_galaxy_zoo():
+        outputs += [
+            "results/tables/morphology_metrics.csv",
+            "results/figures/morphology/scores.png",
+            "results/figures/morphology/confusion.png",
+            "results/figures/morphology/surest_galaxies.png",
+        ]
+    if SOURCE == "mock":
+        outputs.append("results/figures/overview/morphology_gallery.png")
+    return outputs
 
 
 def all_outputs():
@@ -355,6 +379,7 @@ def all_outputs():
             "results/explorer.html",
         ]
         + morphology_outputs()
+        + ["results/tables/v2_headline.csv"]
         # the mock survey knows which cutouts carry artefacts; real data do not
         + (["results/tables/dbscan_artefacts.csv"] if SOURCE == "mock" else [])
         + (

@@ -18,6 +18,23 @@ rule mock_galaxy_zoo:
         "../scripts/mock_galaxy_zoo.py"
 
 
+rule download_galaxy_zoo:
+    output:
+        galaxy_zoo_download(),
+    log:
+        "results/logs/download_galaxy_zoo.log",
+    benchmark:
+        "results/benchmarks/download_galaxy_zoo.tsv"
+    localrule: DOWNLOADS_LOCAL
+    conda:
+        "../../envs/astroclip.yaml"
+    params:
+        code=library_code("download_galaxy_zoo.py"),
+        url=config["morphology"]["catalogue"],
+    script:
+        "../scripts/download_galaxy_zoo.py"
+
+
 rule morphology_classification:
     input:
         embeddings=HELD_OUT,

@@ -73,20 +73,32 @@ def iau_name(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return np.char.add("J", np.char.add(np.asarray(ra_str, dtype=str), np.asarray(dec_str, dtype=str)))
 
 
-def read_volunteer_catalogue(path: str | Path) -> pd.DataFrame:
-    """The columns of ``catalogue_columns()`` from a GZD-5 volunteer catalogue (CSV).
+def validate_volunteer_catalogue(path: str | Path) -> None:
+    """Refuse a file that is not a GZD-5 volunteer catalogue (CSV with ``catalogue_columns()``).
 
     Raises:
         ValueError: naming the file and the columns it lacks (another GZ release, say GZ2, spells
-            its questions differently).
+            its questions differently; an HTML error page has none of them).
     """
-    header = pd.read_csv(path, nrows=0).columns
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a GZ DECaLS volunteer catalogue ({CATALOGUE_NAME}): {error}") from error
     missing = [c for c in catalogue_columns() if c not in header]
     if missing:
         raise ValueError(
-            f"{path}: not a GZ DECaLS volunteer catalogue (gz_decals_volunteers_5.csv): "
+            f"{path}: not a GZ DECaLS volunteer catalogue ({CATALOGUE_NAME}): "
             f"{len(missing)} expected columns are missing, e.g. {missing[:3]}"
         )
+
+
+def read_volunteer_catalogue(path: str | Path) -> pd.DataFrame:
+    """The columns of ``catalogue_columns()`` from a GZD-5 volunteer catalogue (CSV), in that order.
+
+    Raises:
+        ValueError: as ``validate_volunteer_catalogue``.
+    """
+    validate_volunteer_catalogue(path)
     return pd.read_csv(path, usecols=catalogue_columns())[catalogue_columns()]
 
 
