@@ -42,16 +42,21 @@ def plot_cutout_gallery(dataset_path: str | Path, output_path: str | Path, n: in
     save_figure(fig, output_path)
 
 
-def plot_morphology_gallery(dataset_path: str | Path, output_path: str | Path, per_kind: int) -> None:
-    """The mock survey's morphologies (``TRUTH_MORPHOLOGY``), one row each: the galaxies with the
-    largest disks of that kind, where the seeing hides least of their structure."""
+def plot_morphology_gallery(dataset_path: str | Path, output_path: str | Path, per_kind: int, seed: int) -> None:
+    """The mock survey's morphologies (``TRUTH_MORPHOLOGY``), one row each: random members of the
+    tenth of that kind with the largest disks (at least 5 x per_kind of them), where the seeing hides
+    least of their structure (the very largest alone would be nearby galaxies that saturate)."""
+    rng = np.random.default_rng(seed)
     with open_hdf5(dataset_path, "r") as h5:
         if "TRUTH_MORPHOLOGY" not in h5:
             raise KeyError(f"{dataset_path}: no TRUTH_MORPHOLOGY column; only the mock survey knows its morphology")
         kinds = h5["TRUTH_MORPHOLOGY"].asstr()[()]
         size = h5["TRUTH_RE_DISK"][()]
-        chosen = {k: np.sort(np.flatnonzero(kinds == k)[np.argsort(-size[kinds == k])[:per_kind]]) for k in
-                  sorted(set(kinds))}  # fmt: skip
+        chosen = {}
+        for kind in sorted(set(kinds)):
+            members = np.flatnonzero(kinds == kind)
+            largest = members[np.argsort(-size[members])][: max(5 * per_kind, len(members) // 10)]
+            chosen[kind] = np.sort(rng.choice(largest, size=min(per_kind, len(largest)), replace=False))
         rows = np.unique(np.concatenate(list(chosen.values())))
         images = dict(zip(rows, h5["image"][rows], strict=True))
         z, arms, bar = h5["Z_HP"][()], h5["TRUTH_ARMS"][()], h5["TRUTH_BAR"].asstr()[()]
@@ -65,7 +70,7 @@ def plot_morphology_gallery(dataset_path: str | Path, output_path: str | Path, p
             detail = f"{arms[i]} arms" if arms[i] else ""
             detail += f" {bar[i]} bar" if bar[i] != "no" else ""
             ax.set_title(f"{kind} z={z[i]:.2f}\n{detail}", fontsize=6)
-    fig.suptitle("Mock survey morphologies (truth), largest disks of each kind", fontsize=9)
+    fig.suptitle("Mock survey morphologies (truth), among the largest disks of each kind", fontsize=9)
     save_figure(fig, output_path)
 
 
