@@ -74,13 +74,15 @@ def _spiral_arms(r_h: np.ndarray, theta: np.ndarray, arms: int, pitch_deg: float
     return 1.0 - _ARM_AMPLITUDE * taper + _ARM_AMPLITUDE * taper * arm
 
 
-def _structured_disk(g, size: int, pixel_scale: float, centre, half_light: float, fine_psf: np.ndarray):
+def _structured_disk(g, size: int, pixel_scale: float, centre, half_light: float, psf_image: np.ndarray):
     """(disk, tail) unit-flux images of a disk with arms and/or a bar, and its tidal tail (or None).
 
     The disk is drawn in its own plane (x along the major axis, y = sky minor axis / q) and so
     projected to its inclination; a bar in an edge-on disk is drawn in the sky plane with boxy
     isophotes (what a bar seen side-on looks like: a boxy or peanut bulge). Returns arrays
-    (size, size) convolved with the PSF and binned from the 3x oversampled grid.
+    (size, size): binned from the 3x oversampled grid (which integrates over each pixel), then
+    convolved with the PSF sampled at the pixels (``psf_image``): binning first costs a ninth of
+    the FFT work, for a difference well below the sky noise.
     """
     x, y = _fine_coordinates(size, pixel_scale, centre)
     pa = np.radians(g.PA)
@@ -124,8 +126,8 @@ def _structured_disk(g, size: int, pixel_scale: float, centre, half_light: float
         if image is None:
             binned.append(None)
             continue
-        convolved = fftconvolve(image, fine_psf, mode="same")
-        binned.append(convolved.reshape(size, _OVERSAMPLE, size, _OVERSAMPLE).sum(axis=(1, 3)))
+        pixels = image.reshape(size, _OVERSAMPLE, size, _OVERSAMPLE).sum(axis=(1, 3))
+        binned.append(fftconvolve(pixels, psf_image, mode="same"))
     return binned[0], binned[1]
 
 
@@ -220,8 +222,9 @@ def render_cutouts(
     ``ARTEFACT_KINDS``). A merger's companion adds light beyond the galaxy's catalogue flux.
     """
     psf = galsim.Moffat(beta=MOFFAT_BETA, fwhm=psf_fwhm)
-    n_fine = size * _OVERSAMPLE
-    fine_psf = psf.drawImage(nx=n_fine, ny=n_fine, scale=pixel_scale / _OVERSAMPLE, method="no_pixel").array
+    # Odd-sized, so that the PSF's centre is a pixel centre and "same" convolution does not shift.
+    n_psf = size + 1 - size % 2
+    psf_image = psf.drawImage(nx=n_psf, ny=n_psf, scale=pixel_scale, method="no_pixel").array
     sigma = sky_sigma(psf_fwhm, pixel_scale)
     max_radius = size * pixel_scale / 4.0  # keep each galaxy inside its own stamp
     out = np.empty((len(galaxies), len(BANDS), size, size), dtype=np.float32)
@@ -233,7 +236,7 @@ def render_cutouts(
         unit_bulge = _draw_unit(bulge.shear(q=g.Q_BULGE, **shear), psf, size, pixel_scale, centre)
         unit_tail, tail_light = None, 0.0
         if _has_structure(g):
-            unit_disk, unit_tail = _structured_disk(g, size, pixel_scale, centre, disk_half_light, fine_psf)
+            unit_disk, unit_tail = _structured_disk(g, size, pixel_scale, centre, disk_half_light, psf_image)
             tail_light = TAIL_LIGHT[g.MERGER]
         else:
             disk = galsim.Exponential(half_light_radius=disk_half_light)
