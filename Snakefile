@@ -29,6 +29,8 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/structure.smk"
 include: "workflow/rules/explorer.smk"
 include: "workflow/rules/compare.smk"
+include: "workflow/rules/morphology.smk"
+include: "workflow/rules/headline.smk"
 
 
 rule all:

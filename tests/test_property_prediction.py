@@ -3,9 +3,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import r2_score
 
+from astroclip_pipeline.evaluate.knn import knn_predict, reference_query_split
 from astroclip_pipeline.evaluate.property_prediction import (
     KNN_MODES,
+    V2_SUFFIX,
     photoz_metrics,
     predict_properties,
     r2_table,
@@ -68,3 +71,33 @@ def test_predictions_follow_the_information_in_each_embedding():
     assert set(predictions.groupby("method").size()) == {2 * (n - n // 2)}  # every query, both targets
     with pytest.raises(ValueError, match="different galaxies"):
         predict_properties(embeddings, {**backbone, "TARGETID": np.arange(n)[::-1]})
+
+
+def test_v2_protocol_rows_standardise_and_say_which_protocol():
+    """v2 standardises every feature: an informative feature of small scale then counts as much as a
+    noisy one of large scale, which decides v1's neighbours alone. Rows name their protocol."""
+    rng = np.random.default_rng(2)
+    n = 200
+    z = rng.uniform(0.05, 0.5, n)
+    properties = {t: rng.normal(size=n) for t in ("LOGMSTAR", "SSFR", "AGE", "Z_MW")}
+    features = np.stack([0.01 * z, rng.normal(size=n)], axis=1)  # z in a tiny feature, noise in a large one
+    embeddings = {
+        "TARGETID": np.arange(n), "Z_HP": z, **properties, "image_embedding": features,
+        "spectrum_embedding": features, "MAG_G": np.zeros(n), "MAG_R": np.zeros(n), "MAG_Z": np.zeros(n),
+    }  # fmt: skip
+    backbone = {"TARGETID": np.arange(n), "image": features, "spectrum": features}
+    predictions = predict_properties(embeddings, backbone, seed=0, protocols=("v2",), k_v2=32)
+    table = r2_table(predictions, source="mock").set_index("method")
+    v2 = KNN_MODES["spectrum"] + V2_SUFFIX
+    assert set(table.protocol) == {"v2"} and table.index.str.endswith(V2_SUFFIX).all()
+    assert table.loc[v2, "R2 Z_HP"] > 0.8
+    # v1's k-NN on the same features, as they are: the noisy feature picks the neighbours.
+    reference, query = reference_query_split(n, 0)
+    v1 = knn_predict(features[reference], z[reference], features[query], 16, standardise=False)
+    assert r2_score(z[query], v1) < 0.3
+    mean = table.loc[v2, [f"R2 {t}" for t in properties]].mean()
+    np.testing.assert_allclose(table.loc[v2, "R2 properties (mean of 4)"], mean)
+    published = "AstroCLIP v2 R2 Z_HP (different data: DESI, not the mock survey)"
+    assert table.loc[v2, published] == 0.99
+    with pytest.raises(ValueError, match="evaluation.v2_knn_neighbours"):
+        predict_properties(embeddings, backbone, protocols=("v2",), k_v2=n)

@@ -191,6 +191,25 @@ def test_ci_run_maps_the_embedding_space(workdir):
     assert artefacts.best_match.sum() <= 1 and artefacts.precision.between(0, 1).all()
 
 
+def test_ci_run_classifies_morphology_and_fills_the_v2_headline(workdir):
+    votes = pd.read_csv(workdir / "resources/mock/gz_decals_volunteers_5.csv")
+    assert len(votes) == 200 and "bar_weak_debiased" in votes.columns
+    metrics = pd.read_csv(workdir / "results/tables/morphology_metrics.csv")
+    assert set(metrics.features) == {
+        "AstroCLIP image embedding", "image backbone before alignment", "photometry (g, r, z magnitudes)"
+    }  # fmt: skip
+    assert "smooth-or-featured" in set(metrics.question) and metrics.accuracy.between(0, 1).all()
+    cuts = pd.read_csv(workdir / "results/tables/morphology_cuts.csv").set_index("step").galaxies
+    assert cuts.iloc[0] > 50 and cuts.iloc[0] >= cuts.iloc[1] >= cuts.iloc[2] == cuts.iloc[3] + cuts.iloc[4]
+    figures = ("morphology/scores", "morphology/confusion", "morphology/surest_galaxies", "overview/morphology_gallery")
+    for figure in figures:
+        assert (workdir / f"results/figures/{figure}.png").stat().st_size > 10_000, figure
+    headline = pd.read_csv(workdir / "results/tables/v2_headline.csv").set_index("model")
+    assert headline.loc["AstroCLIP image embedding", ["redshift R2", "morphology accuracy"]].notna().all()
+    html = (workdir / "results/report.html").read_text(errors="replace")
+    assert "AstroCLIP v2 headline table, ours beside the published values" in html  # on the top page
+
+
 def test_report_holds_the_overview(workdir):
     html = (workdir / "results/report.html").read_text(errors="replace")
     names = ("cutout_gallery.png", "example_spectra.png", "distributions.png", "dataset_cuts.csv",
@@ -223,6 +242,7 @@ def test_a_library_change_reruns_the_rules_that_run_it_and_nothing_upstream(work
     finally:
         knn.write_text(source)
     downstream = {"property_predictions", "property_r2_table", "photoz_table", "plot_predicted_vs_true"}
+    downstream.add("v2_headline_table")  # reads the R² table
     assert planned == downstream | {"image_backbone_knn"}, planned
     assert "Nothing to be done" in run_snakemake(workdir, *CI, "-n").stdout
 

@@ -347,6 +347,57 @@ def dataset_files():
     return [f"results/data/{split}.h5" for split in SPLITS]
 
 
+# The Galaxy Zoo DECaLS volunteer catalogue, named as on Zenodo; the mock survey simulates it.
+GALAXY_ZOO_CATALOGUE = "gz_decals_volunteers_5.csv"
+
+
+def galaxy_zoo_download():
+    return f"{DOWNLOADS}/galaxy_zoo/{GALAXY_ZOO_CATALOGUE}"
+
+
+def galaxy_zoo_catalogue():
+    """Input: the GZD-5 volunteer catalogue: the mock's simulated one, or morphology.catalogue,
+    downloaded when it is a URL and read in place when it is a path."""
+    if SOURCE == "mock":
+        return f"{MOCK_RAW}/{GALAXY_ZOO_CATALOGUE}"
+    location = config["morphology"]["catalogue"]
+    return galaxy_zoo_download() if is_url(location) else location
+
+
+def morphology_protocol():
+    """Params: the morphology block's protocol keys (the gallery size reruns no classifier)."""
+    return {
+        k: v
+        for k, v in config["morphology"].items()
+        if k not in ("gallery_per_answer", "catalogue")
+    }
+
+
+def has_galaxy_zoo():
+    return SOURCE == "mock" or config["morphology"]["catalogue"] is not None
+
+
+def morphology_metrics_table():
+    """Input of the headline table: the morphology metrics, where there are Galaxy Zoo labels."""
+    return ["results/tables/morphology_metrics.csv"] if has_galaxy_zoo() else []
+
+
+def morphology_outputs():
+    """The morphology tables and figures where there is a Galaxy Zoo catalogue, and the mock
+    survey's morphology gallery (only it knows the truth)."""
+    outputs = []
+    if has_galaxy_zoo():
+        outputs += [
+            "results/tables/morphology_metrics.csv",
+            "results/figures/morphology/scores.png",
+            "results/figures/morphology/confusion.png",
+            "results/figures/morphology/surest_galaxies.png",
+        ]
+    if SOURCE == "mock":
+        outputs.append("results/figures/overview/morphology_gallery.png")
+    return outputs
+
+
 def all_outputs():
     return (
         dataset_files()
@@ -380,6 +431,8 @@ def all_outputs():
             "results/figures/structure/kmeans_cutouts.png",
             "results/explorer.html",
         ]
+        + morphology_outputs()
+        + ["results/tables/v2_headline.csv"]
         # the mock survey knows which cutouts carry artefacts; real data do not
         + (["results/tables/dbscan_artefacts.csv"] if SOURCE == "mock" else [])
         # training curves: none when the published weights are evaluated

@@ -35,6 +35,8 @@ rule property_predictions:
         code=library_code("property_predictions.py"),
         k=config["evaluation"]["knn_neighbours"],
         seed=config["evaluation"]["seed"],
+        protocols=config["evaluation"]["protocols"],
+        k_v2=config["evaluation"]["v2_knn_neighbours"],
     script:
         "../scripts/property_predictions.py"
 

@@ -3,5 +3,11 @@ from astroclip_pipeline.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 write_predictions(
-    snakemake.input.embeddings, snakemake.input.backbone, snakemake.output[0], snakemake.params.k, snakemake.params.seed
+    snakemake.input.embeddings,
+    snakemake.input.backbone,
+    snakemake.output[0],
+    snakemake.params.k,
+    snakemake.params.seed,
+    snakemake.params.protocols,
+    snakemake.params.k_v2,
 )

@@ -19,16 +19,16 @@ def reference_query_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
 
 
-def require_references(k: int, n_objects: int, where: str) -> None:
+def require_references(k: int, n_objects: int, where: str, key: str = "evaluation.knn_neighbours") -> None:
     """Stop unless the reference half of ``n_objects`` held-out objects (``where``) holds ``k`` of them.
 
     Raises:
-        ValueError: naming the config key ``evaluation.knn_neighbours``, the counts and the fix.
+        ValueError: naming the config key ``key`` that set k, the counts and the fix.
     """
     n_reference = n_objects // 2
     if k > n_reference:
         raise ValueError(
-            f"config key 'evaluation.knn_neighbours': k = {k} is larger than the {n_reference} reference "
+            f"config key '{key}': k = {k} is larger than the {n_reference} reference "
             f"galaxies (half of the {n_objects} held-out galaxies of {where}). Set it to at most "
             f"{n_reference}, or hold out more galaxies (dataset.split, or a larger survey)."
         )

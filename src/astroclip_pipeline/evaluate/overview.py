@@ -42,6 +42,38 @@ def plot_cutout_gallery(dataset_path: str | Path, output_path: str | Path, n: in
     save_figure(fig, output_path)
 
 
+def plot_morphology_gallery(dataset_path: str | Path, output_path: str | Path, per_kind: int, seed: int) -> None:
+    """The mock survey's morphologies (``TRUTH_MORPHOLOGY``), one row each: random members of the
+    tenth of that kind with the largest disks (at least 5 x per_kind of them), where the seeing hides
+    least of their structure (the very largest alone would be nearby galaxies that saturate)."""
+    rng = np.random.default_rng(seed)
+    with open_hdf5(dataset_path, "r") as h5:
+        if "TRUTH_MORPHOLOGY" not in h5:
+            raise KeyError(f"{dataset_path}: no TRUTH_MORPHOLOGY column; only the mock survey knows its morphology")
+        kinds = h5["TRUTH_MORPHOLOGY"].asstr()[()]
+        size = h5["TRUTH_RE_DISK"][()]
+        chosen = {}
+        for kind in sorted(set(kinds)):
+            members = np.flatnonzero(kinds == kind)
+            largest = members[np.argsort(-size[members])][: max(5 * per_kind, len(members) // 10)]
+            chosen[kind] = np.sort(rng.choice(largest, size=min(per_kind, len(largest)), replace=False))
+        rows = np.unique(np.concatenate(list(chosen.values())))
+        images = dict(zip(rows, h5["image"][rows], strict=True))
+        z, arms, bar = h5["Z_HP"][()], h5["TRUTH_ARMS"][()], h5["TRUTH_BAR"].asstr()[()]
+        bands = str(h5.attrs["bands"])
+    fig, axes = plt.subplots(len(chosen), per_kind, figsize=(1.6 * per_kind, 1.75 * len(chosen)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for (kind, members), row in zip(chosen.items(), axes, strict=True):
+        for ax, i in zip(row, members, strict=False):
+            ax.imshow(legacysurvey_rgb(images[i], bands), origin="lower")
+            detail = f"{arms[i]} arms" if arms[i] else ""
+            detail += f" {bar[i]} bar" if bar[i] != "no" else ""
+            ax.set_title(f"{kind} z={z[i]:.2f}\n{detail}", fontsize=6)
+    fig.suptitle("Mock survey morphologies (truth), among the largest disks of each kind", fontsize=9)
+    save_figure(fig, output_path)
+
+
 def _mark_lines(ax: plt.Axes, z: float, wavelength: np.ndarray) -> None:
     lo, hi = wavelength[0], wavelength[-1]
     for lines, colour, y in ((EMISSION_LINES, "tab:blue", 0.97), (ABSORPTION_LINES, "tab:red", 0.05)):

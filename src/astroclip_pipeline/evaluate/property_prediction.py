@@ -11,14 +11,27 @@ whose properties are predicted:
   g, r, z magnitudes (the photometric baseline).
 - The frozen backbones' features before alignment (``backbone_features``) + k-NN, to show what
   alignment adds.
+
+Two protocols, chosen in config (``evaluation.protocols``), each row saying which:
+
+- v1 (Lanusse/Parker et al. 2023): k = 16 on the L2-normalised embeddings as they are; the MLP
+  is scikit-learn's (128, 128) with early stopping.
+- v2 (Parker et al. 2024, the official ``downstream_tasks/property_estimation``): every feature
+  set standardised (StandardScaler on the references), k = 64, distance weights; the targets are
+  z-scored in the official code, which leaves a distance-weighted mean unchanged, so k-NN needs no
+  step for it; the few-shot MLP has hidden layers [64, 64] ([32] for image -> redshift), ReLU,
+  Adam 1e-3, batch 64, 10 epochs, MSE on z-scored targets. scikit-learn's MLP has no dropout (the
+  official 0.1); its default L2 penalty stands in.
 """
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.compose import TransformedTargetRegressor
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
@@ -38,6 +51,19 @@ KNN_MODES = {
     "image": "image embedding + k-NN",
     "spectrum": "spectrum embedding + k-NN",
     "cross": "cross-modal (spectrum reference, image query) + k-NN",
+}
+
+PROTOCOLS = ("v1", "v2")
+V2_SUFFIX = " (v2 protocol)"
+#: The four physical properties whose mean R² is the v2 table's "properties" column.
+PHYSICAL_PROPERTIES = ("LOGMSTAR", "SSFR", "AGE", "Z_MW")
+#: The v2 headline table (official README, DESI): (redshift R², mean R² of the four properties).
+PUBLISHED_V2 = {
+    "image embedding + k-NN": (0.79, 0.47),
+    "image backbone before alignment + k-NN": (0.63, 0.37),
+    "spectrum embedding + k-NN": (0.99, 0.63),
+    "spectrum transformer before alignment + k-NN": (0.99, 0.64),
+    "photometry + MLP": (0.68, 0.42),
 }
 
 #: Paper Table 1 (AstroCLIP v1, R² on DESI) and the Cambridge reproduction, by our method names.
@@ -69,13 +95,41 @@ def _mlp(seed: int):
     return TransformedTargetRegressor(make_pipeline(StandardScaler(), network), transformer=StandardScaler())
 
 
+def _mlp_v2(seed: int, image_redshift: bool):
+    network = MLPRegressor(
+        hidden_layer_sizes=(32,) if image_redshift else (64, 64),
+        learning_rate_init=1e-3,
+        batch_size=64,
+        max_iter=10,  # epochs
+        random_state=seed,
+    )
+    return TransformedTargetRegressor(make_pipeline(StandardScaler(), network), transformer=StandardScaler())
+
+
 def predict_properties(
-    embeddings: dict[str, np.ndarray], backbone: dict[str, np.ndarray], k: int = 16, seed: int = 0
+    embeddings: dict[str, np.ndarray],
+    backbone: dict[str, np.ndarray],
+    k: int = 16,
+    seed: int = 0,
+    protocols: Sequence[str] = ("v1",),
+    k_v2: int = 64,
 ) -> pd.DataFrame:
-    """Long table of predictions: method, target, TARGETID, true, predicted (query half only)."""
+    """Long table of predictions: method, target, TARGETID, true, predicted (query half only).
+
+    Each protocol of ``protocols`` ("v1", "v2") gives its rows; v2's method names end in
+    ``V2_SUFFIX``. ``k`` is v1's number of neighbours, ``k_v2`` v2's.
+    """
+    unknown = set(protocols) - set(PROTOCOLS)
+    if unknown:
+        raise ValueError(f"config key 'evaluation.protocols': unknown {sorted(unknown)}, expected some of {PROTOCOLS}")
     if not np.array_equal(embeddings["TARGETID"], backbone["TARGETID"]):
         raise ValueError("the embedding files and the backbone features hold different galaxies or orders")
-    require_references(k, len(embeddings["TARGETID"]), "the embedding files")
+    for protocol, neighbours, key in (
+        ("v1", k, "evaluation.knn_neighbours"),
+        ("v2", k_v2, "evaluation.v2_knn_neighbours"),
+    ):
+        if protocol in protocols:
+            require_references(neighbours, len(embeddings["TARGETID"]), "the embedding files", key)
     targets = [t for t in TARGETS if t in embeddings]
     reference, query = reference_query_split(len(embeddings["TARGETID"]), seed)
     image, spectrum = embeddings["image_embedding"], embeddings["spectrum_embedding"]
@@ -97,16 +151,28 @@ def predict_properties(
         ),
         "image backbone before alignment + MLP": (backbone["image"], backbone["image"], "mlp"),
     }
+    runs = []
+    if "v1" in protocols:
+        runs += [(method, xr, xq, regressor, k) for method, (xr, xq, regressor) in methods.items()]
+    if "v2" in protocols:
+        # Every feature set standardised, and v2's own MLP.
+        for method, (xr, xq, regressor) in methods.items():
+            regressor = "mlp-v2" if regressor == "mlp" else "knn-standardised"
+            runs.append((method + V2_SUFFIX, xr, xq, regressor, k_v2))
     frames = []
-    for method, (x_reference, x_query, regressor) in tqdm(methods.items(), desc="property prediction"):
+    for method, x_reference, x_query, regressor, neighbours in tqdm(runs, desc="property prediction"):
         for target in targets:
             y = embeddings[target].astype(float)
             ref, qry = reference[np.isfinite(y[reference])], query[np.isfinite(y[query])]
-            if regressor == "mlp":
-                predicted = _mlp(seed).fit(x_reference[ref], y[ref]).predict(x_query[qry])
+            if regressor.startswith("mlp"):
+                image_redshift = target == "Z_HP" and method.startswith("image embedding")
+                model = _mlp(seed) if regressor == "mlp" else _mlp_v2(seed, image_redshift)
+                with warnings.catch_warnings():  # v2 stops after 10 epochs by design, converged or not
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    predicted = model.fit(x_reference[ref], y[ref]).predict(x_query[qry])
             else:
                 standardise = regressor == "knn-standardised"
-                predicted = knn_predict(x_reference[ref], y[ref], x_query[qry], k, standardise)
+                predicted = knn_predict(x_reference[ref], y[ref], x_query[qry], neighbours, standardise)
             frames.append(pd.DataFrame({
                 "method": method, "target": target, "TARGETID": embeddings["TARGETID"][qry],
                 "true": y[qry], "predicted": predicted,
@@ -121,12 +187,21 @@ def r2_table(predictions: pd.DataFrame, source: str) -> pd.DataFrame:
     )
     table = scores.unstack("target").reindex(predictions["method"].unique())
     table = table[[t for t in TARGETS if t in table.columns]].add_prefix("R2 ")
+    physical = [f"R2 {t}" for t in PHYSICAL_PROPERTIES]
+    if set(physical) <= set(table.columns):
+        table["R2 properties (mean of 4)"] = table[physical].mean(axis=1)
+    table.insert(0, "protocol", ["v2" if m.endswith(V2_SUFFIX) else "v1" for m in table.index])
     note = "" if source != "mock" else " (different data: DESI, not the mock survey)"
     for name, column in (("paper", "AstroCLIP v1"), ("reproduction", "Cambridge reproduction")):
         for i, target in enumerate(("Z_HP", "LOGMSTAR")):
             table[f"{column} R2 {target}{note}"] = [
                 PUBLISHED.get(m, {}).get(name, (np.nan, np.nan))[i] for m in table.index
             ]
+    for i, column in enumerate(("Z_HP", "properties (mean of 4)")):
+        table[f"AstroCLIP v2 R2 {column}{note}"] = [
+            PUBLISHED_V2.get(m.removesuffix(V2_SUFFIX), (np.nan, np.nan))[i] if m.endswith(V2_SUFFIX) else np.nan
+            for m in table.index
+        ]
     return table.reset_index()
 
 
@@ -152,12 +227,18 @@ def redshift_scores(z_true: np.ndarray, z_pred: np.ndarray) -> dict[str, float]:
     }
 
 
-def write_predictions(embedding_paths, backbone_path, output, k: int, seed: int) -> None:
+def write_predictions(
+    embedding_paths, backbone_path, output, k: int, seed: int, protocols: Sequence[str] = ("v1",), k_v2: int = 64
+) -> None:
     embeddings = held_out(embedding_paths)
-    require_references(k, len(embeddings["TARGETID"]), ", ".join(map(str, embedding_paths)))
+    where = ", ".join(map(str, embedding_paths))
+    if "v1" in protocols:
+        require_references(k, len(embeddings["TARGETID"]), where)
+    if "v2" in protocols:
+        require_references(k_v2, len(embeddings["TARGETID"]), where, "evaluation.v2_knn_neighbours")
     with open_hdf5(backbone_path, "r") as h5:
         backbone = {name: h5[name][()] for name in h5}
-    predictions = predict_properties(embeddings, backbone, k, seed)
+    predictions = predict_properties(embeddings, backbone, k, seed, protocols, k_v2)
     with atomic_path(output) as tmp:
         predictions.to_parquet(tmp, index=False)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from astropy.cosmology import Planck18
 
+from .morphology import draw_morphology
 from .templates import BANDS, Templates, load_templates, maggies_to_nanomaggies, photometry_table
 
 #: Baldry et al. 2012 (GAMA, z < 0.06) double Schechter: log M*, phi1, alpha1, phi2, alpha2.
@@ -179,7 +180,8 @@ def _unique_target_ids(rng: np.random.Generator, n: int) -> np.ndarray:
 def draw_population(spec: PopulationSpec, rng: np.random.Generator) -> pd.DataFrame:
     """Draw ``spec.n_galaxies`` galaxies brighter than the r-band limit, with their true properties.
 
-    Fluxes are in nanomaggies (FLUX_*), per component (FLUX_BULGE_*, FLUX_DISK_*) and in total.
+    Fluxes are in nanomaggies (FLUX_*), per component (FLUX_BULGE_*, FLUX_DISK_*) and in total;
+    the morphology columns are those of ``morphology.draw_morphology``.
     """
     templates = load_templates()
     table = photometry_table()
@@ -214,4 +216,9 @@ def draw_population(spec: PopulationSpec, rng: np.random.Generator) -> pd.DataFr
     sin_lo, sin_hi = np.sin(np.radians(spec.dec_range))
     galaxies.insert(1, "RA", rng.uniform(ra_lo, ra_hi, n))
     galaxies.insert(2, "DEC", np.degrees(np.arcsin(rng.uniform(sin_lo, sin_hi, n))))
-    return galaxies
+    # Drawn last, so that adding morphology left every earlier draw (and so the spectra) unchanged.
+    morphology = draw_morphology(galaxies, rng)
+    smooth = ~morphology.FEATURED.to_numpy()
+    for column in ("Q_DISK", "Q_BULGE"):  # a smooth galaxy is one ellipsoid: both components share q
+        galaxies[column] = np.where(smooth, morphology.Q_SMOOTH, galaxies[column])
+    return pd.concat([galaxies, morphology.drop(columns="Q_SMOOTH")], axis=1)

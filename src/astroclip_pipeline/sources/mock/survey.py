@@ -22,13 +22,15 @@ from ..shards import (
     write_missing,
     write_spectra_files,
 )
+from .galaxy_zoo import simulate_votes
 from .images import ARTEFACT_KINDS, PIXEL_SCALE, render_cutouts
+from .morphology import BAR_KINDS, MERGER_KINDS, morphology_label
 from .population import PopulationSpec, draw_population
 from .spectra import model_spectra, observe_spectra
 from .templates import BANDS, nanomaggies_to_mag
 
 SOURCE_NAME = "mock"
-_STAGE_POPULATION, _STAGE_SPECTRA, _STAGE_IMAGES = 0, 1, 2
+_STAGE_POPULATION, _STAGE_SPECTRA, _STAGE_IMAGES, _STAGE_GALAXY_ZOO = 0, 1, 2, 3
 #: The catalogue columns the mock publishes, as PROVABGS spells them (SSFR is log10 per year,
 #: AGE is the mass-weighted age in Gyr, Z_MW the mass-weighted metallicity as a mass fraction).
 CATALOGUE_COLUMNS = ["TARGETID", "RA", "DEC", "Z_HP", "LOGMSTAR", "SSFR", "AGE", "Z_MW", "MAG_G", "MAG_R", "MAG_Z"]
@@ -92,6 +94,13 @@ def select_targets(spec: MockSurveySpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     targets["TRUTH_ARTEFACT_KIND"] = np.asarray(ARTEFACT_KINDS)[galaxies.ARTEFACT]
     targets["TRUTH_BULGE_FRAC"] = galaxies.BULGE_FRAC
     targets["TRUTH_QUIESCENT"] = galaxies.QUIESCENT
+    targets["TRUTH_MORPHOLOGY"] = morphology_label(galaxies)
+    targets["TRUTH_FEATURED"] = galaxies.FEATURED
+    targets["TRUTH_EDGE_ON"] = galaxies.EDGE_ON
+    targets["TRUTH_ARMS"] = galaxies.ARMS
+    targets["TRUTH_BAR"] = np.asarray(BAR_KINDS)[galaxies.BAR]
+    targets["TRUTH_MERGER"] = np.asarray(MERGER_KINDS)[galaxies.MERGER]
+    targets["TRUTH_RE_DISK"] = galaxies.RE_DISK
     targets["SHARD"] = galaxies.SHARD
     return targets, galaxies
 
@@ -103,6 +112,14 @@ def write_targets(spec: MockSurveySpec, targets_path: str | Path, galaxies_path:
         with atomic_path(path) as tmp:
             frame.to_parquet(tmp, index=False)
     return int(targets.SHARD.max()) + 1
+
+
+def write_galaxy_zoo(spec: MockSurveySpec, galaxies_path: str | Path, output: str | Path) -> None:
+    """Simulated GZD-5 volunteer votes on every mock galaxy, as ``gz_decals_volunteers_5.csv``."""
+    galaxies = pd.read_parquet(galaxies_path)
+    votes = simulate_votes(galaxies, _rng(spec.seed, _STAGE_GALAXY_ZOO), spec.psf_fwhm)
+    with atomic_path(output) as tmp:
+        votes.to_csv(tmp, index=False)
 
 
 def _shard_rows(galaxies_path: str | Path, shard: int) -> pd.DataFrame:
