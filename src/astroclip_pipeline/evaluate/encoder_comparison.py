@@ -43,8 +43,10 @@ def held_out_properties(dataset_paths: Sequence[str | Path]) -> tuple[np.ndarray
     return np.concatenate(targetid), pd.concat(columns, ignore_index=True)
 
 
-def backbone_features(encoder_path: str | Path, dataset_paths: Sequence[str | Path]) -> np.ndarray:
-    """Pooled features (n, feature_dim) of a frozen image backbone over the dataset files' cutouts."""
+def image_backbone_features(encoder_path: str | Path, dataset_paths: Sequence[str | Path]) -> np.ndarray:
+    """Pooled features (n, feature_dim) of one frozen image backbone over the dataset files' cutouts
+    (``backbone_features.backbone_features`` also runs the spectrum transformer, which this table
+    does not need)."""
     encoder = load_image_encoder(encoder_path)
     parts = []
     for path in dataset_paths:
@@ -80,7 +82,7 @@ def compare_image_encoders(
                 f"the embedding files {list(map(str, embedding_paths))} of {label!r} hold other galaxies, or "
                 f"another order, than the dataset files {list(map(str, dataset_paths))}"
             )
-        before[label] = backbone_features(encoder_path, dataset_paths)
+        before[label] = image_backbone_features(encoder_path, dataset_paths)
         after[label] = embeddings["image_embedding"]
     before["g, r, z magnitudes"] = table[list(MAGNITUDES)].to_numpy()
     scores = {
