@@ -1,10 +1,11 @@
 """Pretraining runs, checkpoints, resumes after an interruption, and exports a loadable encoder."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from astroclip_pipeline.evaluate.mask_filling import mask_filling_scores
+from astroclip_pipeline.evaluate.mask_filling import mask_filling_scores, near_strong_lines
 from astroclip_pipeline.models.specformer import load_encoder
 from astroclip_pipeline.train.loop import last_checkpoint, prepare_run_dir, resume_checkpoint, warmup_cosine
 from astroclip_pipeline.train.spectrum_pretraining import pretrain_spectra
@@ -65,6 +66,9 @@ def test_encoder_file_loads_and_learns(tiny_dataset, tmp_path):
     # with ~80 training spectra the model cannot be expected to beat interpolation (the workflow's
     # default run, with 3,000, does: see BENCHMARKS.md); the noise floor is below both
     assert scores.loc["noise floor", "masked_mse"] < scores[["masked_mse"]].drop("noise floor").min().item()
+    # the near-lines score averages a subset of the same masked pixels
+    assert 0 < scores.loc["transformer", "n_masked_pixels_near_lines"] < scores.loc["transformer", "n_masked_pixels"]
+    assert scores.loc["linear interpolation", "near_lines_relative_to_interpolation"] == 1.0
     with pytest.raises(KeyError, match="not a spectrum-encoder file"):
         torch.save({"weights": 1}, tmp_path / "other.pt")
         load_encoder(tmp_path / "other.pt")
@@ -109,3 +113,15 @@ def test_what_a_rerun_resumes_and_what_it_empties(tmp_path):
     _fill(run_dir)
     prepare_run_dir(run_dir, identity)
     assert resume_checkpoint(run_dir) is None
+
+
+def test_near_strong_lines_marks_the_pixels_around_each_redshifted_line():
+    wavelength = np.arange(3600.0, 9800.0, 3.2)
+    near = near_strong_lines(wavelength, np.array([0.1, 0.0])).numpy()
+    # z = 0.1: Hα at 7219.1 Å observed, window ±5.5 Å observed (5 Å rest); [O II] 3726.0-3728.8 -> 4098.6-4101.7
+    halpha = np.abs(wavelength - 6562.8 * 1.1) <= 5.0 * 1.1
+    assert near[0][halpha].all() and halpha.sum() == 3
+    assert near[0][np.abs(wavelength - 4100.0) < 3.0].all()
+    assert not near[0][np.abs(wavelength - 7000.0) < 50.0].any()  # no strong line between 6920 and 7100 Å
+    # z = 0: Hα at 6562.8 Å itself; the two rows differ
+    assert near[1][np.abs(wavelength - 6562.8) <= 5.0].all() and not near[1][halpha].any()
