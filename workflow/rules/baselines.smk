@@ -18,7 +18,9 @@ rule supervised_baseline:
         baseline="resnet18|conv_att",
     conda:
         "../../envs/astroclip.yaml"
-    threads: TORCH_THREADS
+    # Small networks: on 2 busy cores one torch thread trained them 10-30 times faster than two
+    # (README "Supervised baselines"), and the two baselines then run side by side.
+    threads: 1
     params:
         code=library_code("supervised_baseline.py"),
         settings=supervised_baseline_settings(),
