@@ -58,12 +58,12 @@ _CHUNK = 1024
 class BaselineSettings:
     """One-to-one with the ``baselines:`` block of the config (less ``enabled``)."""
 
-    epochs: int = 5
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 2
-    max_train_galaxies: int | None = 2000
+    patience: int = 3
+    max_train_galaxies: int | None = 3000
     max_val_galaxies: int | None = 500
     resnet_width: int = 16
     conv_att_preset: str = "astroclip"
