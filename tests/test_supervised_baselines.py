@@ -182,3 +182,36 @@ def test_the_tables_take_the_baseline_rows_beside_the_published_values():
     assert resnet["redshift R2, published"] == 0.77 and resnet["note"] == ""
     without = headline_table(table.drop(index=SUPERVISED["conv_att"]).reset_index(), None).set_index("model")
     assert "baselines.enabled" in without.loc["Conv+Att, supervised", "note"]
+
+
+def _dataset_file(path, n: int, rng: np.random.Generator) -> None:
+    with open_hdf5(path, "w") as h5:
+        h5["TARGETID"] = np.arange(n)
+        h5["image"] = rng.random((n, 3, 8, 8), dtype=np.float32)
+        h5["spectrum"] = rng.random((n, 50), dtype=np.float32)
+        h5["ivar"] = np.ones((n, 50), np.float32)
+        for target in ("Z_HP", "LOGMSTAR"):
+            h5[target] = rng.normal(size=n)
+
+
+def test_a_validation_split_without_references_stops_with_the_key_to_change(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = {split: tmp_path / f"{split}.h5" for split in ("train", "val", "test")}
+    for split, n in (("train", 20), ("val", 1), ("test", 3)):
+        _dataset_file(paths[split], n, rng)
+    # a seed whose reference half leaves out the one validation galaxy (row 0 of the held-out four)
+    seed = next(s for s in range(100) if 0 not in reference_query_split(4, s)[0])
+    with pytest.raises(ValueError, match="val.h5: none of its 1 galaxies .* dataset.split"):
+        train_baseline("conv_att", *paths.values(), tmp_path / "out.parquet", {"batch_size": 4}, crop=8, seed=seed)
+
+
+def test_a_catalogue_with_fewer_properties_gives_rows_for_those_it_has(tmp_path):
+    """Real data: PROVABGS gives redshift and stellar mass, not the mock's five."""
+    rng = np.random.default_rng(1)
+    paths = {split: tmp_path / f"{split}.h5" for split in ("train", "val", "test")}
+    for split, n in (("train", 20), ("val", 4), ("test", 4)):
+        _dataset_file(paths[split], n, rng)
+    output = tmp_path / "out.parquet"
+    train_baseline("conv_att", *paths.values(), output, {"batch_size": 4, "epochs": 1}, crop=8, seed=0)
+    predictions = pd.read_parquet(output)
+    assert set(predictions.target) == {"Z_HP", "LOGMSTAR"} and len(predictions) == 2 * 4
