@@ -174,6 +174,8 @@ def test_ci_run_predicts_properties(workdir):
     assert "spectrum embedding + k-NN" in r2.index and "photometry + MLP" in r2.index
     assert {"R2 Z_HP", "R2 LOGMSTAR", "R2 SSFR", "R2 AGE", "R2 Z_MW"} <= set(r2.columns)
     assert (r2.filter(like="R2 ").drop(columns=[c for c in r2.columns if "different data" in c]) <= 1).all().all()
+    baselines = r2.loc[["ResNet18 (supervised, images)", "Conv+Att (supervised, spectra)"]]  # trained, not k-NN
+    assert (baselines.protocol == "supervised").all() and baselines["R2 Z_HP"].notna().all()
     photoz = pd.read_csv(workdir / "results/tables/photoz_metrics.csv")
     assert (photoz.sigma_nmad > 0).all() and photoz.outlier_fraction.between(0, 1).all()
     for mode in ("image", "spectrum", "cross"):
@@ -206,6 +208,7 @@ def test_ci_run_classifies_morphology_and_fills_the_v2_headline(workdir):
         assert (workdir / f"results/figures/{figure}.png").stat().st_size > 10_000, figure
     headline = pd.read_csv(workdir / "results/tables/v2_headline.csv").set_index("model")
     assert headline.loc["AstroCLIP image embedding", ["redshift R2", "morphology accuracy"]].notna().all()
+    assert headline.loc[["ResNet18, supervised", "Conv+Att, supervised"], "redshift R2"].notna().all()
     html = (workdir / "results/report.html").read_text(errors="replace")
     assert "AstroCLIP v2 headline table, ours beside the published values" in html  # on the top page
 
@@ -233,7 +236,8 @@ def _planned_jobs(result) -> set[str]:
 
 def test_a_library_change_reruns_the_rules_that_run_it_and_nothing_upstream(workdir):
     """The k-NN's code changes (a git pull, an edit): the property predictions and what is made
-    from them rerun, and so does the other rule whose script runs the k-NN; nothing upstream."""
+    from them rerun, and so do the other rules whose scripts import it (the image backbone's k-NN,
+    the supervised baselines); nothing upstream."""
     knn = workdir / "src/astroclip_pipeline/evaluate/knn.py"
     source = knn.read_text()
     try:
@@ -243,7 +247,8 @@ def test_a_library_change_reruns_the_rules_that_run_it_and_nothing_upstream(work
         knn.write_text(source)
     downstream = {"property_predictions", "property_r2_table", "photoz_table", "plot_predicted_vs_true"}
     downstream.add("v2_headline_table")  # reads the R² table
-    assert planned == downstream | {"image_backbone_knn"}, planned
+    # the supervised baselines predict the k-NN's query half, which knn.py draws
+    assert planned == downstream | {"image_backbone_knn", "supervised_baseline"}, planned
     assert "Nothing to be done" in run_snakemake(workdir, *CI, "-n").stdout
 
 

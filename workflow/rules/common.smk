@@ -382,6 +382,21 @@ def morphology_metrics_table():
     return ["results/tables/morphology_metrics.csv"] if has_galaxy_zoo() else []
 
 
+def supervised_baseline_predictions():
+    """Input of the R² table: the supervised baselines' predictions, where baselines.enabled."""
+    if not config["baselines"]["enabled"]:
+        return []
+    return [
+        f"results/baselines/{name}_predictions.parquet"
+        for name in ("resnet18", "conv_att")
+    ]
+
+
+def supervised_baseline_settings():
+    """Params: the baselines block less `enabled` (which decides whether they run, not how)."""
+    return {k: v for k, v in config["baselines"].items() if k != "enabled"}
+
+
 def morphology_outputs():
     """The morphology tables and figures where there is a Galaxy Zoo catalogue, and the mock
     survey's morphology gallery (only it knows the truth)."""

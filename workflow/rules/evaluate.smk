@@ -43,7 +43,8 @@ rule property_predictions:
 
 rule property_r2_table:
     input:
-        "results/tables/property_predictions.parquet",
+        predictions="results/tables/property_predictions.parquet",
+        baselines=supervised_baseline_predictions(),
     output:
         report(
             "results/tables/property_r2.csv",

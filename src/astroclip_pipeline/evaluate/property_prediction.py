@@ -11,6 +11,9 @@ whose properties are predicted:
   g, r, z magnitudes (the photometric baseline).
 - The frozen backbones' features before alignment (``backbone_features``) + k-NN, to show what
   alignment adds.
+- The supervised baselines (``train/supervised.py``: ResNet18 on images, Conv+Att on spectra),
+  trained on the training split and predicting the same query half; their predictions are
+  written by their own rule and join the R² table here (protocol "supervised").
 
 Two protocols, chosen in config (``evaluation.protocols``), each row saying which:
 
@@ -53,6 +56,12 @@ KNN_MODES = {
     "cross": "cross-modal (spectrum reference, image query) + k-NN",
 }
 
+#: The supervised baselines by their short names (train/supervised.py, file names) and their rows.
+SUPERVISED = {
+    "resnet18": "ResNet18 (supervised, images)",
+    "conv_att": "Conv+Att (supervised, spectra)",
+}
+
 PROTOCOLS = ("v1", "v2")
 V2_SUFFIX = " (v2 protocol)"
 #: The four physical properties whose mean R² is the v2 table's "properties" column.
@@ -64,6 +73,8 @@ PUBLISHED_V2 = {
     "spectrum embedding + k-NN": (0.99, 0.63),
     "spectrum transformer before alignment + k-NN": (0.99, 0.64),
     "photometry + MLP": (0.68, 0.42),
+    SUPERVISED["resnet18"]: (0.77, 0.43),
+    SUPERVISED["conv_att"]: (0.99, 0.60),
 }
 
 #: Paper Table 1 (AstroCLIP v1, R² on DESI) and the Cambridge reproduction, by our method names.
@@ -180,6 +191,13 @@ def predict_properties(
     return pd.concat(frames, ignore_index=True)
 
 
+def protocol_of(method: str) -> str:
+    """The protocol a row of the R² table follows: "supervised", "v2" or "v1"."""
+    if method in SUPERVISED.values():
+        return "supervised"
+    return "v2" if method.endswith(V2_SUFFIX) else "v1"
+
+
 def r2_table(predictions: pd.DataFrame, source: str) -> pd.DataFrame:
     """R² per method (rows) and target (columns), with the published values beside ours."""
     scores = predictions.groupby(["method", "target"], sort=False).apply(
@@ -190,7 +208,7 @@ def r2_table(predictions: pd.DataFrame, source: str) -> pd.DataFrame:
     physical = [f"R2 {t}" for t in PHYSICAL_PROPERTIES]
     if set(physical) <= set(table.columns):
         table["R2 properties (mean of 4)"] = table[physical].mean(axis=1)
-    table.insert(0, "protocol", ["v2" if m.endswith(V2_SUFFIX) else "v1" for m in table.index])
+    table.insert(0, "protocol", [protocol_of(m) for m in table.index])
     note = "" if source != "mock" else " (different data: DESI, not the mock survey)"
     for name, column in (("paper", "AstroCLIP v1"), ("reproduction", "Cambridge reproduction")):
         for i, target in enumerate(("Z_HP", "LOGMSTAR")):
@@ -199,7 +217,7 @@ def r2_table(predictions: pd.DataFrame, source: str) -> pd.DataFrame:
             ]
     for i, column in enumerate(("Z_HP", "properties (mean of 4)")):
         table[f"AstroCLIP v2 R2 {column}{note}"] = [
-            PUBLISHED_V2.get(m.removesuffix(V2_SUFFIX), (np.nan, np.nan))[i] if m.endswith(V2_SUFFIX) else np.nan
+            PUBLISHED_V2.get(m.removesuffix(V2_SUFFIX), (np.nan, np.nan))[i] if protocol_of(m) != "v1" else np.nan
             for m in table.index
         ]
     return table.reset_index()
@@ -243,9 +261,11 @@ def write_predictions(
         predictions.to_parquet(tmp, index=False)
 
 
-def write_r2_table(predictions_path, output, source: str) -> None:
+def write_r2_table(predictions_path, output, source: str, baseline_paths: Sequence[str | Path] = ()) -> None:
+    """The R² table of the property predictions and, below them, of the supervised baselines' (if any)."""
+    predictions = pd.concat([pd.read_parquet(p) for p in (predictions_path, *baseline_paths)], ignore_index=True)
     with atomic_path(output) as tmp:
-        r2_table(pd.read_parquet(predictions_path), source).to_csv(tmp, index=False, float_format="%.3f")
+        r2_table(predictions, source).to_csv(tmp, index=False, float_format="%.3f")
 
 
 def write_photoz_table(predictions_path, output) -> None:

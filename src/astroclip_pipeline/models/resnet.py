@@ -71,6 +71,8 @@ class ResNetConfig:
         presets = {
             "paper": cls("bottleneck", (3, 4, 6, 3), 64),  # ResNet-50: 2048-d features
             "laptop": cls("basic", (1, 1, 1, 1), 16),  # 128-d features, ~0.3M parameters
+            # torchvision's resnet18, the AstroCLIP v2 supervised image baseline: 512-d, 11.2M parameters
+            "resnet18": cls("basic", (2, 2, 2, 2), 64),
         }
         if name not in presets:
             raise ValueError(f"unknown image-encoder preset {name!r}; choose one of {sorted(presets)}")
