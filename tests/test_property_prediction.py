@@ -101,3 +101,33 @@ def test_v2_protocol_rows_standardise_and_say_which_protocol():
     assert table.loc[v2, published] == 0.99
     with pytest.raises(ValueError, match="evaluation.v2_knn_neighbours"):
         predict_properties(embeddings, backbone, protocols=("v2",), k_v2=n)
+
+
+def test_v2_references_are_the_training_split_when_given():
+    """The official v2 code fits its k-NN on the training split's embeddings (zero_shot(X_train,
+    y_train, X_test)); v1 keeps the held-out reference half. Both predict the same queries."""
+    rng = np.random.default_rng(3)
+
+    def galaxies(n, first_id):
+        z = rng.uniform(0.05, 0.5, n)
+        features = np.stack([np.cos(3 * z), np.sin(3 * z)], axis=1) + 0.01 * rng.normal(size=(n, 2))
+        embeddings = {
+            "TARGETID": np.arange(first_id, first_id + n), "Z_HP": z, "image_embedding": features,
+            "spectrum_embedding": features, "MAG_G": z, "MAG_R": z, "MAG_Z": z,
+        }  # fmt: skip
+        return embeddings, {"TARGETID": embeddings["TARGETID"], "image": features, "spectrum": features}
+
+    held, held_backbone = galaxies(100, 0)
+    training = galaxies(300, 1000)
+    predictions = predict_properties(held, held_backbone, k=16, seed=0, protocols=("v1", "v2"), k_v2=64,
+                                     training=training)  # fmt: skip
+    reference, query = reference_query_split(100, 0)
+    v2 = predictions[predictions.method == KNN_MODES["spectrum"] + V2_SUFFIX]
+    np.testing.assert_array_equal(v2.TARGETID, held["TARGETID"][query])
+    expected = knn_predict(training[0]["spectrum_embedding"], training[0]["Z_HP"],
+                           held["spectrum_embedding"][query], 64, standardise=True)  # fmt: skip
+    np.testing.assert_allclose(v2.predicted, expected)  # 64 neighbours: more than the 50 held-out references
+    v1 = predictions[predictions.method == KNN_MODES["spectrum"]]
+    np.testing.assert_array_equal(v1.TARGETID, v2.TARGETID)
+    with pytest.raises(ValueError, match="300 training galaxies"):
+        predict_properties(held, held_backbone, protocols=("v2",), k_v2=301, training=training)

@@ -382,6 +382,17 @@ def morphology_metrics_table():
     return ["results/tables/morphology_metrics.csv"] if has_galaxy_zoo() else []
 
 
+def v2_reference_files(wildcards):
+    """Input function: the training split's embeddings and backbone features, the v2 protocol's
+    references (evaluate/property_prediction.py), when the v2 protocol is chosen."""
+    if "v2" not in config["evaluation"]["protocols"]:
+        return {}
+    return {
+        "training_embeddings": "results/embeddings/train.h5",
+        "training_backbone": "results/features/backbones_train.h5",
+    }
+
+
 def supervised_baseline_predictions():
     """Input of the R² table: the supervised baselines' predictions, where baselines.enabled."""
     if not config["baselines"]["enabled"]:

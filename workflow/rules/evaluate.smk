@@ -3,15 +3,25 @@
 HELD_OUT = ["results/embeddings/val.h5", "results/embeddings/test.h5"]
 
 
+# The frozen backbones' features of the held-out galaxies and, for the v2 protocol's references,
+# of the training split.
+BACKBONE_FEATURE_SPLITS = {
+    "heldout": ["results/data/val.h5", "results/data/test.h5"],
+    "train": ["results/data/train.h5"],
+}
+
+
 rule backbone_features:
     input:
         image_encoder="results/models/image_encoder.ckpt",
         spectrum_encoder="results/models/spectrum_encoder.ckpt",
-        datasets=["results/data/val.h5", "results/data/test.h5"],
+        datasets=lambda wildcards: BACKBONE_FEATURE_SPLITS[wildcards.part],
     output:
-        "results/features/backbones_heldout.h5",
+        "results/features/backbones_{part}.h5",
     log:
-        "results/logs/backbone_features.log",
+        "results/logs/backbone_features_{part}.log",
+    wildcard_constraints:
+        part="|".join(BACKBONE_FEATURE_SPLITS),
     conda:
         "../../envs/astroclip.yaml"
     threads: TORCH_THREADS
@@ -23,6 +33,7 @@ rule backbone_features:
 
 rule property_predictions:
     input:
+        unpack(v2_reference_files),
         embeddings=HELD_OUT,
         backbone="results/features/backbones_heldout.h5",
     output:

@@ -10,4 +10,6 @@ write_predictions(
     snakemake.params.seed,
     snakemake.params.protocols,
     snakemake.params.k_v2,
+    snakemake.input.get("training_embeddings"),
+    snakemake.input.get("training_backbone"),
 )

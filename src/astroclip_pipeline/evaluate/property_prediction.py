@@ -1,8 +1,9 @@
 """Zero-shot and few-shot prediction of galaxy properties from the embeddings (paper Table 1).
 
-All methods use the same held-out galaxies (the validation and test splits, which alignment never
-trained on), split once into a reference half, whose properties are known, and a query half,
-whose properties are predicted:
+All methods predict the same query galaxies: the held-out galaxies (the validation and test splits,
+which alignment never trained on) are split once into a reference half, whose properties are known,
+and a query half, whose properties are predicted. The v1 protocol's references are the reference
+half; the v2 protocol's are the training split, as in the official code (below):
 
 - k-NN (zero-shot): distance-weighted mean over the k nearest reference galaxies; image->image,
   spectrum->spectrum, and cross-modal (spectrum embeddings as the reference, image embeddings as
@@ -19,7 +20,8 @@ Two protocols, chosen in config (``evaluation.protocols``), each row saying whic
 
 - v1 (Lanusse/Parker et al. 2023): k = 16 on the L2-normalised embeddings as they are; the MLP
   is scikit-learn's (128, 128) with early stopping.
-- v2 (Parker et al. 2024, the official ``downstream_tasks/property_estimation``): every feature
+- v2 (Parker et al. 2024, the official ``downstream_tasks/property_estimation``): references and
+  MLP training set the training split's galaxies; every feature
   set standardised (StandardScaler on the references), k = 64, distance weights; the targets are
   z-scored in the official code, which leaves a distance-weighted mean unchanged, so k-NN needs no
   step for it; the few-shot MLP has hidden layers [64, 64] ([32] for image -> redshift), ReLU,
@@ -117,6 +119,34 @@ def _mlp_v2(seed: int, image_redshift: bool):
     return TransformedTargetRegressor(make_pipeline(StandardScaler(), network), transformer=StandardScaler())
 
 
+def _features(embeddings: dict[str, np.ndarray], backbone: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feature sets the methods read, by name, row-aligned with ``embeddings["TARGETID"]``."""
+    if not np.array_equal(embeddings["TARGETID"], backbone["TARGETID"]):
+        raise ValueError("the embedding files and the backbone features hold different galaxies or orders")
+    return {
+        "image": embeddings["image_embedding"],
+        "spectrum": embeddings["spectrum_embedding"],
+        "photometry": np.stack([embeddings[m] for m in MAGNITUDES], axis=1),
+        "image backbone": backbone["image"],
+        "spectrum backbone": backbone["spectrum"],
+    }
+
+
+#: Each method: (reference feature set, query feature set, regressor). k-NN on the L2-normalised
+#: embeddings needs no rescaling; the backbones' raw features do (see knn.knn_predict).
+METHODS = {
+    KNN_MODES["image"]: ("image", "image", "knn"),
+    KNN_MODES["spectrum"]: ("spectrum", "spectrum", "knn"),
+    KNN_MODES["cross"]: ("spectrum", "image", "knn"),
+    "photometry + MLP": ("photometry", "photometry", "mlp"),
+    "image embedding + MLP": ("image", "image", "mlp"),
+    "spectrum embedding + MLP": ("spectrum", "spectrum", "mlp"),
+    "image backbone before alignment + k-NN": ("image backbone", "image backbone", "knn-standardised"),
+    "spectrum transformer before alignment + k-NN": ("spectrum backbone", "spectrum backbone", "knn-standardised"),
+    "image backbone before alignment + MLP": ("image backbone", "image backbone", "mlp"),
+}
+
+
 def predict_properties(
     embeddings: dict[str, np.ndarray],
     backbone: dict[str, np.ndarray],
@@ -124,66 +154,72 @@ def predict_properties(
     seed: int = 0,
     protocols: Sequence[str] = ("v1",),
     k_v2: int = 64,
+    training: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Long table of predictions: method, target, TARGETID, true, predicted (query half only).
 
-    Each protocol of ``protocols`` ("v1", "v2") gives its rows; v2's method names end in
-    ``V2_SUFFIX``. ``k`` is v1's number of neighbours, ``k_v2`` v2's.
+    ``embeddings`` and ``backbone`` are the held-out galaxies' (``held_out``, the backbone-features
+    file). Each protocol of ``protocols`` ("v1", "v2") gives its rows; v2's method names end in
+    ``V2_SUFFIX``. ``k`` is v1's number of neighbours, ``k_v2`` v2's. v1 takes its references
+    (k-NN) and training set (MLP) from the held-out reference half, as the Cambridge reproduction
+    does. v2 takes them from ``training``, the (embeddings, backbone) of the training split, when
+    given: the official code fits its k-NN and few-shot MLP on the training split's galaxies
+    (``downstream_tasks/property_estimation``: ``zero_shot(X_train, y_train, X_test)``; the encoders
+    saw them, their properties never), which gives k-NN many more references. Both predict the
+    same query half.
     """
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise ValueError(f"config key 'evaluation.protocols': unknown {sorted(unknown)}, expected some of {PROTOCOLS}")
-    if not np.array_equal(embeddings["TARGETID"], backbone["TARGETID"]):
-        raise ValueError("the embedding files and the backbone features hold different galaxies or orders")
+    held = _features(embeddings, backbone)
+    reference, query = reference_query_split(len(embeddings["TARGETID"]), seed)
+    # (features, properties, rows) of the references of each protocol
+    references = {"v1": (held, embeddings, reference)}
+    if training is not None:
+        references["v2"] = (_features(*training), training[0], np.arange(len(training[0]["TARGETID"])))
+    else:
+        references["v2"] = references["v1"]
     for protocol, neighbours, key in (
         ("v1", k, "evaluation.knn_neighbours"),
         ("v2", k_v2, "evaluation.v2_knn_neighbours"),
     ):
-        if protocol in protocols:
+        if protocol not in protocols:
+            continue
+        if protocol == "v2" and training is not None:
+            n_training = len(training[0]["TARGETID"])
+            if k_v2 > n_training:
+                raise ValueError(
+                    f"config key '{key}': k = {k_v2} is larger than the {n_training} training galaxies, the "
+                    f"v2 protocol's references. Set it to at most {n_training}, or train on more galaxies "
+                    "(dataset.split, or a larger survey)."
+                )
+        else:
             require_references(neighbours, len(embeddings["TARGETID"]), "the embedding files", key)
     targets = [t for t in TARGETS if t in embeddings]
-    reference, query = reference_query_split(len(embeddings["TARGETID"]), seed)
-    image, spectrum = embeddings["image_embedding"], embeddings["spectrum_embedding"]
-    photometry = np.stack([embeddings[m] for m in MAGNITUDES], axis=1)
-    # (reference features, query features, regressor): k-NN on L2-normalised embeddings needs no
-    # rescaling; the backbones' raw features do (see knn.knn_predict).
-    methods = {
-        KNN_MODES["image"]: (image, image, "knn"),
-        KNN_MODES["spectrum"]: (spectrum, spectrum, "knn"),
-        KNN_MODES["cross"]: (spectrum, image, "knn"),
-        "photometry + MLP": (photometry, photometry, "mlp"),
-        "image embedding + MLP": (image, image, "mlp"),
-        "spectrum embedding + MLP": (spectrum, spectrum, "mlp"),
-        "image backbone before alignment + k-NN": (backbone["image"], backbone["image"], "knn-standardised"),
-        "spectrum transformer before alignment + k-NN": (
-            backbone["spectrum"],
-            backbone["spectrum"],
-            "knn-standardised",
-        ),
-        "image backbone before alignment + MLP": (backbone["image"], backbone["image"], "mlp"),
-    }
     runs = []
     if "v1" in protocols:
-        runs += [(method, xr, xq, regressor, k) for method, (xr, xq, regressor) in methods.items()]
+        runs += [("v1", method, *spec, k) for method, spec in METHODS.items()]
     if "v2" in protocols:
         # Every feature set standardised, and v2's own MLP.
-        for method, (xr, xq, regressor) in methods.items():
+        for method, (reference_set, query_set, regressor) in METHODS.items():
             regressor = "mlp-v2" if regressor == "mlp" else "knn-standardised"
-            runs.append((method + V2_SUFFIX, xr, xq, regressor, k_v2))
+            runs.append(("v2", method + V2_SUFFIX, reference_set, query_set, regressor, k_v2))
     frames = []
-    for method, x_reference, x_query, regressor, neighbours in tqdm(runs, desc="property prediction"):
+    for protocol, method, reference_set, query_set, regressor, neighbours in tqdm(runs, desc="property prediction"):
+        features, properties, rows = references[protocol]
         for target in targets:
-            y = embeddings[target].astype(float)
-            ref, qry = reference[np.isfinite(y[reference])], query[np.isfinite(y[query])]
+            y_reference, y = properties[target].astype(float), embeddings[target].astype(float)
+            ref, qry = rows[np.isfinite(y_reference[rows])], query[np.isfinite(y[query])]
+            x_reference, x_query = features[reference_set][ref], held[query_set][qry]
             if regressor.startswith("mlp"):
                 image_redshift = target == "Z_HP" and method.startswith("image embedding")
                 model = _mlp(seed) if regressor == "mlp" else _mlp_v2(seed, image_redshift)
                 with warnings.catch_warnings():  # v2 stops after 10 epochs by design, converged or not
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    predicted = model.fit(x_reference[ref], y[ref]).predict(x_query[qry])
+                    predicted = model.fit(x_reference, y_reference[ref]).predict(x_query)
             else:
                 standardise = regressor == "knn-standardised"
-                predicted = knn_predict(x_reference[ref], y[ref], x_query[qry], neighbours, standardise)
+                predicted = knn_predict(x_reference, y_reference[ref], x_query, neighbours, standardise)
             frames.append(pd.DataFrame({
                 "method": method, "target": target, "TARGETID": embeddings["TARGETID"][qry],
                 "true": y[qry], "predicted": predicted,
@@ -246,19 +282,26 @@ def redshift_scores(z_true: np.ndarray, z_pred: np.ndarray) -> dict[str, float]:
 
 
 def write_predictions(
-    embedding_paths, backbone_path, output, k: int, seed: int, protocols: Sequence[str] = ("v1",), k_v2: int = 64
-) -> None:
+    embedding_paths, backbone_path, output, k: int, seed: int, protocols: Sequence[str] = ("v1",), k_v2: int = 64,
+    training_embedding_path=None, training_backbone_path=None,
+) -> None:  # fmt: skip
+    """``predict_properties`` on the held-out embedding files and backbone features; the training
+    split's (both paths or neither) are the v2 protocol's references."""
     embeddings = held_out(embedding_paths)
     where = ", ".join(map(str, embedding_paths))
     if "v1" in protocols:
         require_references(k, len(embeddings["TARGETID"]), where)
-    if "v2" in protocols:
-        require_references(k_v2, len(embeddings["TARGETID"]), where, "evaluation.v2_knn_neighbours")
-    with open_hdf5(backbone_path, "r") as h5:
-        backbone = {name: h5[name][()] for name in h5}
-    predictions = predict_properties(embeddings, backbone, k, seed, protocols, k_v2)
+    training = None
+    if training_embedding_path is not None:
+        training = (held_out([training_embedding_path]), _read_backbone(training_backbone_path))
+    predictions = predict_properties(embeddings, _read_backbone(backbone_path), k, seed, protocols, k_v2, training)
     with atomic_path(output) as tmp:
         predictions.to_parquet(tmp, index=False)
+
+
+def _read_backbone(path) -> dict[str, np.ndarray]:
+    with open_hdf5(path, "r") as h5:
+        return {name: h5[name][()] for name in h5}
 
 
 def write_r2_table(predictions_path, output, source: str, baseline_paths: Sequence[str | Path] = ()) -> None:
