@@ -58,14 +58,17 @@ rule umap:
         embeddings=expand(
             "results/embeddings/{split}.h5", split=config["structure"]["splits"]
         ),
+    # One job for the three maps: numba compiles UMAP's kernels afresh in each process (~30 s
+    # on 2 cores, the maps themselves take ~5 s each), so one process pays it once.
     output:
-        "results/tables/umap_{modality}.parquet",
+        expand(
+            "results/tables/umap_{modality}.parquet",
+            modality=["image", "spectrum", "combined"],
+        ),
     log:
-        "results/logs/umap_{modality}.log",
+        "results/logs/umap.log",
     benchmark:
-        "results/benchmarks/umap_{modality}.tsv"
-    wildcard_constraints:
-        modality="image|spectrum|combined",
+        "results/benchmarks/umap.tsv"
     conda:
         "../../envs/astroclip.yaml"
     params:

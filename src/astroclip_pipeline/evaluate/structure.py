@@ -156,21 +156,22 @@ def umap_projection(vectors: np.ndarray, n_neighbors: int, min_dist: float, seed
     return reducer.fit_transform(np.asarray(vectors, dtype=np.float32)).astype(np.float64)
 
 
-def write_umap_table(
+def write_umap_tables(
     embedding_paths: Sequence[str | Path],
     splits: Sequence[str],
-    modality: str,
-    output: str | Path,
+    outputs: dict[str, str | Path],
     n_neighbors: int,
     min_dist: float,
     seed: int,
 ) -> None:
-    """The UMAP of one modality, as TARGETID, SPLIT, ROW, UMAP_1, UMAP_2 (parquet)."""
+    """The UMAP of each modality of ``outputs`` (modality -> parquet path), as TARGETID, SPLIT, ROW,
+    UMAP_1, UMAP_2."""
     embeddings = load_heldout(embedding_paths, splits)
-    xy = umap_projection(modality_vectors(embeddings, modality), n_neighbors, min_dist, seed)
-    table = row_keys(embeddings).assign(UMAP_1=xy[:, 0], UMAP_2=xy[:, 1])
-    with atomic_path(output) as tmp:
-        table.to_parquet(tmp, index=False)
+    for modality, output in outputs.items():
+        xy = umap_projection(modality_vectors(embeddings, modality), n_neighbors, min_dist, seed)
+        table = row_keys(embeddings).assign(UMAP_1=xy[:, 0], UMAP_2=xy[:, 1])
+        with atomic_path(output) as tmp:
+            table.to_parquet(tmp, index=False)
 
 
 def read_umap_table(path: str | Path) -> pd.DataFrame:
