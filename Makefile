@@ -17,9 +17,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Extra Snakemake options for both commands, e.g. make demo DEMO_ARGS="--configfile seeds.yaml"
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/snakemake --cores all
-	$(BIN)/snakemake --report results/report.html
+	$(BIN)/snakemake --cores all $(DEMO_ARGS)
+	$(BIN)/snakemake --report results/report.html $(DEMO_ARGS)
 	@echo "Report: $(CURDIR)/results/report.html"
 
 lint: $(STAMP)
