@@ -614,3 +614,13 @@ def test_explorer_lists_the_exact_neighbours_in_chromium(workdir):
         assert errors == []
     finally:
         driver.quit()
+
+
+@pytest.mark.parametrize("preset", ["mock-60k", "v2"])
+def test_the_mock_survey_presets_validate_and_plan(tmp_path, preset):
+    """The presets layered on the default that no other test runs: the schema accepts them and
+    Snakemake plans the whole run (the target selection, a checkpoint, comes first)."""
+    workdir = copy_workflow(tmp_path / "astroclip")
+    plan = run_snakemake(workdir, "-n", "--configfile", f"configs/{preset}.yaml").stdout
+    for rule in ("select_mock_targets", "pretrain_spectra", "align", "property_predictions"):
+        assert re.search(rf"^{rule}\s+1$", plan, re.MULTILINE), plan[-3000:]
