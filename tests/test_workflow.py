@@ -624,3 +624,15 @@ def test_the_mock_survey_presets_validate_and_plan(tmp_path, preset):
     plan = run_snakemake(workdir, "-n", "--configfile", f"configs/{preset}.yaml").stdout
     for rule in ("select_mock_targets", "pretrain_spectra", "align", "property_predictions"):
         assert re.search(rf"^{rule}\s+1$", plan, re.MULTILINE), plan[-3000:]
+
+
+def test_a_moco_head_narrower_than_the_embedding_stops_before_any_job(tmp_path):
+    """A ResNet's image embedding is its MoCo head's output: a 1024-d alignment of a 128-d head (as
+    configs/v2.yaml's comparison backbone had) must stop at planning, not after the pretraining."""
+    workdir = copy_workflow(tmp_path / "astroclip")
+    overlay = workdir / "wide.yaml"
+    overlay.write_text("align:\n  embed_dim: 1024\nevaluation:\n  compare_image_encoders: true\n")
+    failed = run_snakemake(workdir, "-n", *CI, "--configfile", overlay.name, check=False)
+    assert failed.returncode != 0
+    message = failed.stdout + failed.stderr
+    assert "pretrain_images.projection_dim" in message and "align.embed_dim" in message, message[-3000:]

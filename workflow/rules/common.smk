@@ -53,6 +53,25 @@ def pretrained_here(backbone):
     return own_backbone() == backbone or COMPARE_ENCODERS
 
 
+def require_moco_head_width():
+    """Stop at parse time when a ResNet pretrained here by MoCo would be aligned with another width.
+
+    A ResNet's image embedding is its MoCo projection head's output (AstroCLIP v1), so the head must
+    be as wide as the embedding: otherwise the alignment would stop only after the pretraining.
+    """
+    projection, embedding = config["pretrain_images"]["projection_dim"], config["align"]["embed_dim"]
+    if pretrained_here("moco") and projection != embedding:
+        role = "this run's image encoder" if own_backbone() == "moco" else "the comparison's ResNet/MoCo backbone"
+        raise WorkflowError(
+            f"config keys 'pretrain_images.projection_dim' ({projection}) and 'align.embed_dim' ({embedding}) "
+            f"differ, but {role} is a ResNet whose MoCo projection head gives the image embedding: set "
+            f"pretrain_images.projection_dim to {embedding}."
+        )
+
+
+require_moco_head_width()
+
+
 def comparison_file(backbone, name):
     """results/models/<name> for this run's own backbone, else results/comparison/<backbone>/<name>."""
     if backbone == own_backbone():
