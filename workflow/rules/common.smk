@@ -59,9 +59,16 @@ def require_moco_head_width():
     A ResNet's image embedding is its MoCo projection head's output (AstroCLIP v1), so the head must
     be as wide as the embedding: otherwise the alignment would stop only after the pretraining.
     """
-    projection, embedding = config["pretrain_images"]["projection_dim"], config["align"]["embed_dim"]
+    projection, embedding = (
+        config["pretrain_images"]["projection_dim"],
+        config["align"]["embed_dim"],
+    )
     if pretrained_here("moco") and projection != embedding:
-        role = "this run's image encoder" if own_backbone() == "moco" else "the comparison's ResNet/MoCo backbone"
+        role = (
+            "this run's image encoder"
+            if own_backbone() == "moco"
+            else "the comparison's ResNet/MoCo backbone"
+        )
         raise WorkflowError(
             f"config keys 'pretrain_images.projection_dim' ({projection}) and 'align.embed_dim' ({embedding}) "
             f"differ, but {role} is a ResNet whose MoCo projection head gives the image embedding: set "
