@@ -12,7 +12,7 @@ cached but the spectrum transformer run every step (what the paper scale does), 
 import argparse
 
 import torch
-from timing import peak_memory, time_steps
+from timing import host_syncs, peak_memory, time_steps
 
 from astroclip_pipeline.models.astroclip import AstroCLIP
 from astroclip_pipeline.models.image_encoder import ImageEncoder
@@ -65,6 +65,7 @@ def main() -> None:
 
         elapsed = time_steps(step, args.steps, device, warmup=1)
         print(f"  {name}: {b * args.steps / elapsed:.0f} pairs/s ({elapsed / args.steps * 1e3:.0f} ms per step)")
+        host_syncs(step, device)
     print(f"  {peak_memory(device)}")
 
 

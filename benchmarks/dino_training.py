@@ -23,15 +23,18 @@ from pathlib import Path
 
 import h5py
 import torch
-from timing import peak_memory, time_steps
+from timing import host_syncs, peak_memory, time_steps
 
 from astroclip_pipeline.models.vit import ViTConfig, count_parameters, flops_per_image
-from astroclip_pipeline.sources.mock.survey import MockSurveySpec, write_cutouts, write_targets
 from astroclip_pipeline.train.dino import DinoPretraining, parameter_groups
 
 
 def mock_cutouts(n: int, size: int) -> torch.Tensor:
     """``n`` cutouts of the mock survey, rendered in a temporary directory (nanomaggies)."""
+    # imported here: the mock survey needs astropy, speclite and kcorrect, which a GPU machine
+    # running only the random-cutout benchmark may not have
+    from astroclip_pipeline.sources.mock.survey import MockSurveySpec, write_cutouts, write_targets
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         spec = MockSurveySpec(seed=1, n_galaxies=n, galaxies_per_shard=n, rebin=8, image_size=size)
@@ -55,6 +58,8 @@ def main() -> None:
     parser.add_argument("--mock", type=int, default=0, help="render this many mock cutouts (0: random ones)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="the device's dense bf16 peak, for MFU")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each block of both ViTs")
+    parser.add_argument("--profile", action="store_true", help="print the GPU time of the costliest operators")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -64,6 +69,10 @@ def main() -> None:
         "n_prototypes": args.prototypes, "head_hidden_dim": args.head_hidden, "head_bottleneck_dim": args.bottleneck,
     }  # fmt: skip
     module = DinoPretraining(asdict(config), settings).to(device)
+    if args.compile:
+        # block by block: the losses call the ViTs' forward_tokens, past the modules' own __call__
+        for block in [*module.student.blocks, *module.teacher.blocks]:
+            block.compile()
     optimizer = torch.optim.AdamW(parameter_groups(module.student, module.head, module.settings), lr=1e-4)
     if args.mock:
         pool = mock_cutouts(args.mock, args.size)
@@ -71,17 +80,17 @@ def main() -> None:
         pool = 0.05 * torch.rand(args.batch * 4, 3, args.size, args.size)
     pool = pool.to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    generator = torch.Generator().manual_seed(0)
     state = {"i": 0}
 
     def step():
         start = (state["i"] * args.batch) % (len(pool) - args.batch + 1)
         state["i"] += 1
         with autocast:
-            # no trainer here: the centres' all-reduce and the temperature schedule need one
-            parts = module.losses(pool[start : start + args.batch], generator, temperature=0.04)
+            # no trainer here, so one process's centres and a fixed teacher temperature
+            parts = module.losses(pool[start : start + args.batch], None, update_centers=True, temperature=0.04)
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
+        module.configure_gradient_clipping(optimizer)
         optimizer.step()
         module.update_teacher(0.996)
 
@@ -99,6 +108,13 @@ def main() -> None:
     if args.peak_tflops:
         print(f"  MFU {images_per_s * flops / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops} TFLOP/s")
     print(f"  {peak_memory(device)}")
+    host_syncs(step, device)
+    if args.profile and device.type == "cuda":
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+            for _ in range(2):
+                step()
+            torch.cuda.synchronize()
+        print(profile.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=50))
 
 
 if __name__ == "__main__":

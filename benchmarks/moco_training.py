@@ -12,7 +12,7 @@ encoders run in bf16 autocast, optionally channels-last. Usage:
 import argparse
 
 import torch
-from timing import peak_memory, time_steps
+from timing import host_syncs, peak_memory, time_steps
 
 from astroclip_pipeline.models.resnet import ResNetConfig
 from astroclip_pipeline.train.image_pretraining import MoCoPretraining
@@ -52,6 +52,7 @@ def main() -> None:
     print(f"{args.preset} preset, {n_params / 1e6:.2f}M parameters, {args.crop}-px crop, batch {args.batch}, {device}")
     print(f"  {args.batch * args.steps / elapsed:.1f} cutouts/s ({elapsed / args.steps * 1e3:.0f} ms per step)")
     print(f"  {peak_memory(device)}")
+    host_syncs(step, device)
 
 
 if __name__ == "__main__":

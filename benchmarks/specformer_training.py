@@ -12,10 +12,11 @@ import argparse
 import time
 
 import torch
-from timing import peak_memory, time_steps
+from timing import host_syncs, peak_memory, time_steps
 
 from astroclip_pipeline.models.masked_segments import chunk_mask, hide, masked_mse
 from astroclip_pipeline.models.specformer import SpecFormer, SpecFormerConfig, count_parameters, n_tokens, tokenize
+from astroclip_pipeline.train.loop import to_device
 
 
 def training_flops_per_spectrum(config: SpecFormerConfig, n_params: int, length: int) -> float:
@@ -56,7 +57,7 @@ def main() -> None:
 
     def step():
         tokens, valid = tokenize(flux, ivar)
-        mask = chunk_mask(args.batch, length, 6, args.chunk).to(device)
+        mask = to_device(chunk_mask(args.batch, length, 6, args.chunk), device)
         with autocast:
             _, prediction = model(hide(tokens, mask))
         loss = masked_mse(prediction.float(), tokens, mask, valid)
@@ -70,6 +71,7 @@ def main() -> None:
     print(f"{args.preset} preset, {n_params / 1e6:.2f}M parameters, {length} tokens, batch {args.batch}, {device}")
     print(f"  {rate:.1f} spectra/s ({elapsed / args.steps * 1e3:.0f} ms per step)")
     print(f"  {peak_memory(device)}")
+    host_syncs(step, device)
     if device.type == "cuda":
         achieved = rate * training_flops_per_spectrum(config, n_params, length)
         peak = bf16_matmul_rate(device)

@@ -2,6 +2,7 @@
 
 import resource
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -27,3 +28,23 @@ def peak_memory(device: torch.device) -> str:
     if device.type == "cuda":
         return f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
     return f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+
+
+def host_syncs(step: Callable[[], None], device: torch.device) -> int | None:
+    """How many times one call of ``step`` makes the host wait for the GPU (``.item()``, a boolean
+    mask, a copy from pageable memory...), counted by PyTorch's CUDA sync debug mode and printed
+    with the first few places; None (and nothing printed) on the CPU."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    print(f"  {len(caught)} host syncs in one step")
+    for warning in caught[:5]:
+        print(f"    {str(warning.message).splitlines()[0]} ({warning.filename}:{warning.lineno})")
+    return len(caught)

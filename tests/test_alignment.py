@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from astroclip_pipeline.data.augmentations import dihedral
+from astroclip_pipeline.data.augmentations import N_ORIENTATIONS, dihedral, random_dihedral
 from astroclip_pipeline.evaluate.embeddings import embed_split, read_embeddings
 from astroclip_pipeline.evaluate.retrieval import partner_ranks, retrieval_table
 from astroclip_pipeline.models.astroclip import AstroCLIP, load_astroclip
@@ -255,3 +255,12 @@ def test_retrieval_ranks_and_recall_by_hand():
     assert table.loc["spectrum -> image", "chance_median_rank"] == 2
     # image 2 (-1, 0): similarities to spectra -1, 0, -0.8 -> its own spectrum ranks 2nd
     assert partner_ranks(image, spectrum).tolist() == [1, 1, 2]
+
+
+def test_random_dihedral_turns_each_image_by_its_own_draw():
+    images = torch.rand(16, 3, 5, 5)
+    turned = random_dihedral(images, torch.Generator().manual_seed(4))
+    choice = torch.randint(N_ORIENTATIONS, (16,), generator=torch.Generator().manual_seed(4))
+    assert len(set(choice.tolist())) > 4  # the draw uses several of the eight
+    for image, out, orientation in zip(images, turned, choice.tolist(), strict=True):
+        torch.testing.assert_close(out, dihedral(image[None], orientation)[0], rtol=0, atol=0)

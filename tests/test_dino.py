@@ -181,6 +181,18 @@ def test_views_are_rgb_crops_of_the_configured_sizes():
         DinoPretraining({**vars(ViTConfig.preset("laptop", image_size=24))}, {**TINY_SETTINGS, "local_crop": 12})
 
 
+def test_the_centres_follow_the_teacher_mean_and_stay_when_no_patch_is_masked():
+    module = DinoPretraining({**vars(ViTConfig.preset("laptop", image_size=24))}, TINY_SETTINGS)
+    m = module.settings.center_momentum
+    center = torch.ones(1, 3)
+    logits = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]])
+    module._update_center(center, logits)  # outside a trainer: this process's rows only
+    torch.testing.assert_close(center, m * torch.ones(1, 3) + (1 - m) * torch.tensor([[2.0, 3.0, 4.0]]))
+    before = center.clone()
+    module._update_center(center, logits[:0])  # an iBOT batch with no masked patch
+    torch.testing.assert_close(center, before)
+
+
 @pytest.mark.parametrize("batchnorm", [False, True])
 def test_at_initialisation_only_a_batchnorm_head_gives_each_galaxy_its_own_target(batchnorm):
     """Why the laptop recipe has ``head_batchnorm``: with LayerScale 1e-5 a fresh ViT's CLS token is

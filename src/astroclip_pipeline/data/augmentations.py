@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..models.image_preprocessing import constant_like
+
 #: Galactic extinction per unit E(B-V) for DECam g, r, z (Schlafly & Finkbeiner 2011, as the Legacy
 #: Survey uses): a band's flux is dimmed by 10^(-0.4 R E(B-V)). Stein et al. write these as the
 #: exponents -0.4 R = -1.2856, -0.866, -0.4844.
@@ -53,18 +55,28 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top : top + size, left : left + size]
 
 
+def _draw_device(images: torch.Tensor, generator) -> torch.device:
+    """Where an augmentation draws its random numbers: on the images' own device when no generator
+    is given (training), so that a GPU step copies nothing from the host, since a copy from pageable
+    host memory makes the host wait for the GPU; with a generator (the fixed views of validation
+    and of the tests) on the CPU, where ``torch.Generator`` lives. On the CPU both are the CPU, so
+    the random stream there is the same either way."""
+    return images.device if generator is None else torch.device("cpu")
+
+
 def _uniform(low: float, high: float, shape, generator, device) -> torch.Tensor:
-    return low + (high - low) * torch.rand(shape, generator=generator).to(device)
+    """Uniform numbers in [low, high) drawn on ``device`` (see ``_draw_device``)."""
+    return low + (high - low) * torch.rand(shape, generator=generator, device=device)
 
 
 def random_affine_crop(images: torch.Tensor, spec: AugmentationSpec, generator=None) -> torch.Tensor:
     """Rotate by any angle, flip, rescale and shift each image, sampling the output crop directly."""
     batch, _, h, w = images.shape
-    device = images.device
-    angle = _uniform(0.0, 2 * math.pi, batch, generator, device)
-    flip = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0).to(device)
-    scale = _uniform(*spec.scale, batch, generator, device)
-    shift = _uniform(-spec.max_shift, spec.max_shift, (batch, 2), generator, device)
+    device, draw = images.device, _draw_device(images, generator)
+    angle = _uniform(0.0, 2 * math.pi, batch, generator, draw).to(device)
+    flip = torch.where(torch.rand(batch, generator=generator, device=draw) < 0.5, -1.0, 1.0).to(device)
+    scale = _uniform(*spec.scale, batch, generator, draw).to(device)
+    shift = _uniform(-spec.max_shift, spec.max_shift, (batch, 2), generator, draw).to(device)
     # The output grid spans the crop; in normalised input coordinates a crop pixel is 2/w wide.
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.zeros(batch, 2, 3, device=device)
@@ -84,23 +96,28 @@ def random_crop_flip(images: torch.Tensor, size: int, generator=None) -> torch.T
     batch, _, h, w = images.shape
     if size > min(h, w):
         raise ValueError(f"crop {size} is larger than the {h}x{w} cutouts")
-    top = torch.randint(h - size + 1, (batch,), generator=generator)
-    left = torch.randint(w - size + 1, (batch,), generator=generator)
-    flip = torch.rand(batch, 2, generator=generator) < 0.5
-    offsets = torch.arange(size)
+    draw, device = _draw_device(images, generator), images.device
+    top = torch.randint(h - size + 1, (batch,), generator=generator, device=draw)
+    left = torch.randint(w - size + 1, (batch,), generator=generator, device=draw)
+    flip = torch.rand(batch, 2, generator=generator, device=draw) < 0.5
+    offsets = torch.arange(size, device=draw)
     # a flipped axis reads its pixels backwards: the crop's index runs size-1 .. 0
     rows = top[:, None] + torch.where(flip[:, :1], offsets.flip(0), offsets)
     cols = left[:, None] + torch.where(flip[:, 1:], offsets.flip(0), offsets)
-    index = torch.arange(batch)[:, None, None]
-    device = images.device
+    index = torch.arange(batch, device=draw)[:, None, None]
     crops = images.permute(0, 2, 3, 1)[index.to(device), rows[:, :, None].to(device), cols[:, None, :].to(device)]
     return crops.permute(0, 3, 1, 2).contiguous()
 
 
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur each (image, band) with its own Gaussian σ (pixels; shape (batch, bands)); σ = 0 is identity."""
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, max_sigma: float | None = None) -> torch.Tensor:
+    """Blur each (image, band) with its own Gaussian σ (pixels; shape (batch, bands)); σ = 0 is identity.
+
+    The kernel reaches 3 ``max_sigma`` (default: the largest σ, which a GPU tensor would have to
+    send to the host first; a caller that knows a bound passes it instead).
+    """
     batch, bands, h, w = images.shape
-    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    max_sigma = float(sigma.max()) if max_sigma is None else max_sigma
+    radius = max(1, int(math.ceil(3 * max_sigma)))
     x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
     kernel = torch.exp(-0.5 * (x / sigma.clamp_min(1e-3).reshape(-1, 1)) ** 2)
     kernel = kernel / kernel.sum(dim=1, keepdim=True)
@@ -114,27 +131,37 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 def random_blur(images: torch.Tensor, spec: AugmentationSpec, generator=None) -> torch.Tensor:
     """Degrade the seeing to a PSF σ drawn per band: convolve with sqrt(σ_target² - σ_survey²)."""
     batch, bands = images.shape[:2]
-    target = torch.stack([_uniform(lo, hi, batch, generator, "cpu") for lo, hi in spec.blur_sigma[:bands]], dim=1)
-    extra = (target**2 - torch.tensor(spec.psf_sigma[:bands]) ** 2).clamp_min(0).sqrt()
-    extra = torch.where(torch.rand(batch, 1, generator=generator) < spec.blur_probability, extra, 0.0)
-    return gaussian_blur(images, extra.to(images.device, images.dtype))
+    draw = _draw_device(images, generator)
+    target = torch.stack([_uniform(lo, hi, batch, generator, draw) for lo, hi in spec.blur_sigma[:bands]], dim=1)
+    psf = constant_like(spec.psf_sigma[:bands], target)
+    extra = (target**2 - psf**2).clamp_min(0).sqrt()
+    extra = torch.where(torch.rand(batch, 1, generator=generator, device=draw) < spec.blur_probability, extra, 0.0)
+    # On the CPU the kernel reaches 3 times the largest σ drawn, as ever; on a GPU 3 times the
+    # largest the spec allows, which needs no copy to the host.
+    bound = None
+    if draw.type != "cpu":
+        widest = [math.sqrt(max(0.0, hi**2 - p**2)) for (_, hi), p in zip(spec.blur_sigma, spec.psf_sigma, strict=True)]
+        bound = max(widest[:bands])
+    return gaussian_blur(images, extra.to(images.device, images.dtype), bound)
 
 
 def random_noise(images: torch.Tensor, spec: AugmentationSpec, generator=None) -> torch.Tensor:
     """Add Gaussian noise with a σ (nanomaggies) drawn per image and band, as from shallower imaging."""
     batch, bands = images.shape[:2]
-    sigma = torch.stack([_uniform(lo, hi, batch, generator, "cpu") for lo, hi in spec.noise_sigma[:bands]], dim=1)
+    draw = _draw_device(images, generator)
+    sigma = torch.stack([_uniform(lo, hi, batch, generator, draw) for lo, hi in spec.noise_sigma[:bands]], dim=1)
     if spec.noise_probability < 1.0:  # drawn only then, so the default's random stream is unchanged
-        sigma = torch.where(torch.rand(batch, 1, generator=generator) < spec.noise_probability, sigma, 0.0)
-    noise = torch.randn(images.shape, generator=generator).to(images.device)
+        sigma = torch.where(torch.rand(batch, 1, generator=generator, device=draw) < spec.noise_probability, sigma, 0.0)
+    noise = torch.randn(images.shape, generator=generator, device=draw).to(images.device)
     return images + sigma.to(images.device)[..., None, None] * noise
 
 
 def random_reddening(images: torch.Tensor, spec: AugmentationSpec, generator=None) -> torch.Tensor:
     """Dim each band as Galactic dust of a random E(B-V) in [0, max_ebv] would."""
     batch, bands = images.shape[:2]
-    ebv = _uniform(0.0, spec.max_ebv, (batch, 1), generator, "cpu")
-    factor = 10.0 ** (-0.4 * torch.tensor(EXTINCTION_R[:bands]) * ebv)
+    draw = _draw_device(images, generator)
+    ebv = _uniform(0.0, spec.max_ebv, (batch, 1), generator, draw)
+    factor = 10.0 ** (-0.4 * constant_like(EXTINCTION_R[:bands], ebv) * ebv)
     return images * factor.to(images.device, images.dtype)[..., None, None]
 
 
@@ -159,10 +186,12 @@ def dihedral(images: torch.Tensor, orientation: int) -> torch.Tensor:
 
 def random_dihedral(images: torch.Tensor, generator=None) -> torch.Tensor:
     """Each image in its own random one of the eight orientations."""
-    choice = torch.randint(N_ORIENTATIONS, (len(images),), generator=generator).to(images.device)
-    out = images.clone()
+    draw = _draw_device(images, generator)
+    choice = torch.randint(N_ORIENTATIONS, (len(images),), generator=generator, device=draw).to(images.device)
+    # Every orientation of the whole batch, picked per image with where: selecting the chosen rows
+    # instead would ask the GPU how many there are, a wait for the host at each step.
+    out = images
     for orientation in range(1, N_ORIENTATIONS):
-        chosen = choice == orientation
-        if chosen.any():
-            out[chosen] = dihedral(images[chosen], orientation)
+        chosen = (choice == orientation)[:, None, None, None]
+        out = torch.where(chosen, dihedral(images, orientation), out)
     return out

@@ -27,13 +27,18 @@ _M = 0.03
 _Q = 20.0
 
 
+def constant_like(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    """A 1-d tensor of ``values`` with ``like``'s dtype and device, made there by fills: on a GPU,
+    ``torch.tensor(values, device=...)`` copies from host memory, which waits for the GPU first."""
+    return torch.stack([like.new_full((), value) for value in values])
+
+
 def stein_rgb(images: torch.Tensor) -> torch.Tensor:
     """(batch, 3, H, W) g, r, z cutouts in nanomaggies -> (batch, 3, H, W) z, r, g in [0, 1]."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected grz images of shape (batch, 3, H, W), got {tuple(images.shape)}")
-    order = [band for _, band in _CHANNELS]
-    scales = images.new_tensor([scale for scale, _ in _CHANNELS])[None, :, None, None]
-    x = images[:, order]
+    scales = constant_like([scale for scale, _ in _CHANNELS], images)[None, :, None, None]
+    x = torch.stack([images[:, band] for _, band in _CHANNELS], dim=1)
     intensity = torch.clamp(x * scales + _M, min=0.0).mean(dim=1, keepdim=True)
     stretch = torch.asinh(_Q * intensity) / _Q**0.5
     intensity = intensity + (intensity == 0) * 1e-6
@@ -46,8 +51,8 @@ def viewer_rgb(images: torch.Tensor) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected grz images of shape (batch, 3, H, W), got {tuple(images.shape)}")
     planes = sorted("grz", key=lambda band: VIEWER_GRZ[band][0])  # the band drawn in R, G, B: z, r, g
-    scales = images.new_tensor([VIEWER_GRZ[band][1] for band in planes])[None, :, None, None]
-    rgb = images[:, ["grz".index(band) for band in planes]] * scales + VIEWER_OFFSET
+    scales = constant_like([VIEWER_GRZ[band][1] for band in planes], images)[None, :, None, None]
+    rgb = torch.stack([images[:, "grz".index(band)] for band in planes], dim=1) * scales + VIEWER_OFFSET
     intensity = rgb.clamp_min(0.0).mean(dim=1, keepdim=True)
     stretch = torch.asinh(VIEWER_Q * intensity) / VIEWER_Q**0.5
     factor = torch.where(intensity > 0, stretch / intensity.clamp_min(1e-12), 0.0)

@@ -61,6 +61,7 @@ from .loop import (
     require_full_batch,
     require_gpus,
     settings_from_config,
+    to_device,
     warmup_cosine,
     write_metrics,
 )
@@ -206,14 +207,14 @@ def dino_loss(
     return torch.stack(terms).mean()
 
 
-def ibot_loss(
-    student: torch.Tensor, teacher: torch.Tensor, masks: torch.Tensor, temperature: float
-) -> torch.Tensor:
+def ibot_loss(student: torch.Tensor, teacher: torch.Tensor, masks: torch.Tensor, temperature: float) -> torch.Tensor:
     """iBOT's masked-patch loss: (masked patches, K) logits and teacher probabilities, ``masks``
     (images, patches). Each image's masked patches share a weight of 1, so an image counts the same
     however many patches it hides; the sum is divided by the number of images (DINOv2's
     ``iBOTPatchLoss.forward_masked``)."""
-    weight = (1.0 / masks.sum(dim=1).clamp_min(1)).unsqueeze(1).expand_as(masks)[masks]
+    # ``masks`` may stay on the CPU (the training step keeps it there): selecting with it is then
+    # no wait for the GPU, and the weights travel to the GPU with the rest of the step's inputs.
+    weight = to_device((1.0 / masks.sum(dim=1).clamp_min(1)).unsqueeze(1).expand_as(masks)[masks], student.device)
     return (cross_entropy(teacher, student, temperature) * weight).sum() / len(masks)
 
 
@@ -400,12 +401,19 @@ class DinoPretraining(L.LightningModule):
     def _update_center(self, center: torch.Tensor, logits: torch.Tensor) -> None:
         """centre <- m centre + (1 - m) mean of the teacher's logits over every rank's rows (an
         all-reduce of their sums and counts, so ranks with different numbers of rows weigh right)."""
-        total = self.trainer.strategy.reduce(logits.float().sum(dim=0, keepdim=True), reduce_op="sum")
-        count = self.trainer.strategy.reduce(logits.new_tensor(float(len(logits))), reduce_op="sum")
-        if count.item() == 0:  # no masked patch on any rank: nothing to average (same on every rank)
-            return
+        total = self._sum_over_ranks(logits.float().sum(dim=0, keepdim=True))
+        count = self._sum_over_ranks(logits.new_full((), float(len(logits))))
         m = self.settings.center_momentum
-        center.mul_(m).add_(total / count, alpha=1.0 - m)
+        updated = m * center + (1.0 - m) * total / count.clamp_min(1.0)
+        # no masked patch on any rank: nothing to average, the centre stays (decided on the GPU,
+        # where an ``if count.item()`` would make the host wait for it every step)
+        center.copy_(torch.where(count > 0, updated, center))
+
+    def _sum_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        """All-reduce sum over the trainer's processes; the tensor itself outside a trainer (benchmarks)."""
+        if self._trainer is None:
+            return tensor
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
 
     def losses(
         self,
@@ -421,19 +429,27 @@ class DinoPretraining(L.LightningModule):
         n_views, batch = global_views.shape[:2]
         flat = global_views.flatten(0, 1)
         grid = self.student.config.grid
-        masks = block_masks(len(flat), grid, s.mask_probability, s.mask_ratio, generator).to(flat.device)
+        # The masks are drawn on the CPU, as DINOv2's collate does, and the masked patches' indices
+        # found there: selecting them on the GPU with a boolean mask would make the host wait for it.
+        masks = block_masks(len(flat), grid, s.mask_probability, s.mask_ratio, generator)
+        masked = to_device(masks.flatten().nonzero().squeeze(1), flat.device)
+        device_masks = to_device(masks, flat.device)
         temperature = self.teacher_temp_now() if temperature is None else temperature
+
+        def masked_patches(tokens: torch.Tensor) -> torch.Tensor:
+            """(images, 1 + patches, d) -> (masked patches, d), image by image, patch by patch."""
+            return tokens[:, 1:].flatten(0, 1).index_select(0, masked)
 
         with torch.no_grad():
             teacher_tokens = self.teacher.forward_tokens(flat)
             teacher_cls = self.teacher_head(teacher_tokens[:, 0])
-            teacher_patches = self.teacher_head(teacher_tokens[:, 1:][masks])
+            teacher_patches = self.teacher_head(masked_patches(teacher_tokens))
             teacher_dino = teacher_probabilities(teacher_cls, self.dino_center, temperature)
             teacher_ibot = teacher_probabilities(teacher_patches, self.ibot_center, temperature)
 
-        student_tokens = self.student.forward_tokens(flat, masks)
+        student_tokens = self.student.forward_tokens(flat, device_masks)
         student_cls = self.head(student_tokens[:, 0]).view(n_views, batch, -1)
-        student_patches = self.head(student_tokens[:, 1:][masks])
+        student_patches = self.head(masked_patches(student_tokens))
         if local_views is not None:
             local_cls = self.student.forward_tokens(local_views.flatten(0, 1))[:, 0]
             student_local = self.head(local_cls).view(len(local_views), batch, -1)

@@ -19,6 +19,7 @@ from .loop import (
     require_gpus,
     settings_from_config,
     split_loader,
+    to_device,
     warmup_cosine,
     write_metrics,
 )
@@ -66,7 +67,7 @@ class SpectrumPretraining(L.LightningModule):
         tokens, valid = tokenize(batch["spectrum"], batch["ivar"])
         s = self.settings
         mask = chunk_mask(tokens.shape[0], tokens.shape[1], s.mask_chunks, s.mask_chunk_length, generator)
-        mask = mask.to(tokens.device, non_blocking=True)
+        mask = to_device(mask, tokens.device)
         _, prediction = self.model(hide(tokens, mask))
         return masked_mse(prediction.float(), tokens, mask, valid)
 
