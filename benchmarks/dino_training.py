@@ -8,7 +8,8 @@ paper's 152-pixel size, random. On CUDA the networks run in bf16 autocast, as in
 
 MFU counts the ViTs' matrix products only (``models/vit.py: flops_per_image``): per image, the
 student's forward and backward (3x forward) over 2 global and n local crops with their share of
-masked tokens unchanged, and the teacher's forward over the 2 global crops; the head is left out.
+masked tokens unchanged, its blocks on the rows its drop path keeps (above a rate of 0.1 it skips
+whole rows), and the teacher's forward over the 2 global crops; the head is left out.
 Usage:
 
     python benchmarks/dino_training.py --preset laptop --crop 48 --batch 64 --mock 256
@@ -25,6 +26,7 @@ import h5py
 import torch
 from timing import host_syncs, peak_memory, time_steps
 
+from astroclip_pipeline.models.transformer import SUBSET_DROP_PATH_ABOVE
 from astroclip_pipeline.models.vit import ViTConfig, count_parameters, flops_per_image
 from astroclip_pipeline.train.dino import DinoPretraining, parameter_groups
 
@@ -96,8 +98,11 @@ def main() -> None:
 
     elapsed = time_steps(step, args.steps, device)
     images_per_s = args.batch * args.steps / elapsed
-    flops = 3 * (2 * flops_per_image(config) + args.local_crops * flops_per_image(config, args.local_crop))
-    flops += 2 * flops_per_image(config)  # the teacher's forward of the global crops
+    # the student's blocks compute only the rows its drop path keeps, when it skips whole rows
+    kept = 1.0 - config.drop_path if config.drop_path > SUBSET_DROP_PATH_ABOVE else 1.0
+    student = 2 * flops_per_image(config, None, kept)
+    student += args.local_crops * flops_per_image(config, args.local_crop, kept)
+    flops = 3 * student + 2 * flops_per_image(config)  # and the teacher's forward of the global crops
     print(
         f"{args.preset} ViT, {count_parameters(config) / 1e6:.2f}M parameters, {args.crop}-px global and "
         f"{args.local_crops} x {args.local_crop}-px local crops, batch {args.batch}, {device}, "

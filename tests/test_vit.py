@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from astroclip_pipeline.models.transformer import Block
+from astroclip_pipeline.models.transformer import Block, add_residual_on_subset
 from astroclip_pipeline.models.vit import VisionTransformer, ViTConfig, count_parameters, flops_per_image
 
 TINY = ViTConfig(image_size=32, patch_size=8, embed_dim=32, depth=2, n_heads=4, drop_path=0.2)
@@ -109,3 +109,22 @@ def test_block_parameter_names_are_shared_and_extras_only_when_asked():
     }
     scaled = {name for name, _ in Block(16, 2, layerscale=1e-5, drop_path=0.1).named_parameters()}
     assert scaled - plain == {"ls_attn.gamma", "ls_mlp.gamma"}
+
+
+def test_drop_path_above_one_tenth_adds_the_scaled_branch_to_exactly_the_kept_rows():
+    x = torch.randn(10, 3, 4)
+    out = add_residual_on_subset(x, lambda rows: 2 * rows + 1, 0.3)
+    changed = (out != x).flatten(1).any(dim=1)
+    assert int(changed.sum()) == 7  # int(10 * 0.7) rows through the branch, the others untouched
+    torch.testing.assert_close(out[changed], x[changed] + (2 * x[changed] + 1) * 10 / 7)
+    torch.testing.assert_close(out[~changed], x[~changed], rtol=0, atol=0)
+    # a block's branches see 7 of 10 rows in training above the threshold, all 10 at it and in eval
+    for p, mode, rows in [(0.3, "train", 7), (0.1, "train", 10), (0.3, "eval", 10)]:
+        block = getattr(Block(4, 2, drop_path=p), mode)()
+        seen = []
+        for name in ("_attention_branch", "_mlp_branch"):
+            branch = getattr(block, name)
+            setattr(block, name, lambda y, branch=branch, seen=seen: seen.append(len(y)) or branch(y))
+        with torch.no_grad():
+            assert block(x).shape == x.shape
+        assert seen == [rows, rows], (p, mode)

@@ -193,8 +193,11 @@ def count_parameters(config: ViTConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def flops_per_image(config: ViTConfig, crop: int | None = None) -> float:
+def flops_per_image(config: ViTConfig, crop: int | None = None, block_rows: float = 1.0) -> float:
     """Forward-pass FLOPs of one crop (2 per multiply-add), the matrix products only.
+
+    ``block_rows``: the share of the batch the blocks' branches compute, 1 - drop_path for a
+    student in training whose drop path skips whole rows (``transformer.add_residual_on_subset``).
 
     Per block and token: 2 * (4 d^2 for q, k, v and the projection + 2 r d^2 for the MLP), plus
     attention's two (tokens x tokens x d) products, 2 * 2 n d per token; the patch embedding is
@@ -207,7 +210,7 @@ def flops_per_image(config: ViTConfig, crop: int | None = None) -> float:
     patches = (crop // p) ** 2
     n = patches + 1
     per_token = 2 * (4 * d * d + 2 * config.mlp_ratio * d * d) + 2 * 2 * n * d
-    return config.depth * n * per_token + 2 * 3 * p * p * d * patches
+    return block_rows * config.depth * n * per_token + 2 * 3 * p * p * d * patches
 
 
 def n_patch_tokens(config: ViTConfig, crop: int) -> int:
