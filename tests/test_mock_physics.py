@@ -206,9 +206,10 @@ def test_metal_rich_spectrum_has_deeper_metal_lines_and_redder_continuum(populat
 @pytest.mark.parametrize("metallicity", [0.1 * Z_SOLAR, 2.0 * Z_SOLAR])
 def test_photometry_table_agrees_with_the_spectra(metallicity):
     """The tabulated g, r, z maggies of templates at a metallicity, with dust, are the synthetic
-    photometry of the same spectra that the fibre spectra are built from (within 1%)."""
+    photometry of the same spectra that the fibre spectra are built from (within 0.5%), also
+    where dust and metallicity both reshape the rest-frame UV that g sees at high redshift."""
     templates, table = load_templates(), photometry_table()
-    z, av = np.array([0.123, 0.377]), np.array([0.8, 0.3])
+    z, av = np.array([0.123, 0.59]), np.array([0.8, 2.0])
     wavelength = np.arange(3300.0, 11000.0, 2.0)
     spectra = observed_template_flux(templates, z, wavelength, metallicity)
     spectra *= dust_transmission(wavelength[None, :] / (1.0 + z[:, None]), av)[:, None, :]
@@ -217,7 +218,7 @@ def test_photometry_table_agrees_with_the_spectra(metallicity):
     coefficients = np.eye(templates.n_templates)
     for i in range(2):
         tabulated = table.maggies(coefficients, np.full(5, z[i]), np.full(5, av[i]), np.full(5, metallicity))
-        np.testing.assert_allclose(tabulated, direct[i], rtol=0.01)
+        np.testing.assert_allclose(tabulated, direct[i], rtol=0.005)
 
 
 def test_metallicity_outside_the_models_is_refused():
