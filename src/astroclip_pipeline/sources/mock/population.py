@@ -3,7 +3,9 @@
 Candidates are placed uniformly in comoving volume (0.01 < z < 0.6) with stellar masses from
 the double-Schechter mass function of Baldry et al. (2012); each is star-forming or quiescent
 with a mass-dependent quiescent fraction, is a bulge plus a disk with their own kcorrect template
-mixes, and is dimmed by Calzetti dust. Only the candidates brighter than the survey's r-band limit
+mixes, has a stellar metallicity from the mass-metallicity relation of Gallazzi et al. (2005)
+(``metallicity.py``: it changes the templates' spectra, so the flux limit sees it too), and is
+dimmed by Calzetti dust. Only the candidates brighter than the survey's r-band limit
 are kept (rejection), so redshift and stellar mass correlate as in the real BGS.
 """
 
@@ -13,6 +15,7 @@ import numpy as np
 import pandas as pd
 from astropy.cosmology import Planck18
 
+from .metallicity import draw_stellar_metallicity
 from .morphology import draw_morphology
 from .templates import BANDS, Templates, load_templates, maggies_to_nanomaggies, photometry_table
 
@@ -110,12 +113,13 @@ def _size_arcsec(rng, log_mass, relation, z) -> np.ndarray:
 
 
 def physical_properties(templates: Templates, coefficients: np.ndarray, z: np.ndarray) -> pd.DataFrame:
-    """True stellar mass, sSFR, mass-weighted age and metallicity implied by the template mix.
+    """True stellar mass, sSFR and mass-weighted age implied by the template mix.
 
     SFR is the mass formed in the last 300 Myr divided by 300 Myr, and sSFR = SFR / M*. The age
     is weighted by mass formed, with the templates' three star-formation bins taken at their
     mid-points (0.15 and 0.65 Gyr) and the mass formed earlier spread evenly between 1 Gyr and
-    the age of the universe at z: the kcorrect metadata allow no finer history.
+    the age of the universe at z: the kcorrect metadata allow no finer history. The metallicity
+    (Z_MW) is not the mix's: it is drawn per galaxy (``metallicity.draw_stellar_metallicity``).
     """
     mass_left = coefficients * templates.mass_remaining
     stellar_mass = mass_left.sum(axis=1)
@@ -131,7 +135,6 @@ def physical_properties(templates: Templates, coefficients: np.ndarray, z: np.nd
             "LOGMSTAR": np.log10(stellar_mass),
             "SSFR": np.log10(np.maximum(sfr / stellar_mass, 1e-14)),
             "AGE": age,
-            "Z_MW": (mass_left @ templates.metallicity) / stellar_mass,
         }
     )
 
@@ -157,7 +160,9 @@ def _draw_candidates(rng: np.random.Generator, spec: PopulationSpec, n: int, tem
         np.clip(0.25 + 0.3 * (log_mass - 9.5), 0.05, 1.2) * rng.lognormal(0.0, 0.4, n),
     )
     av = np.clip(av, 0.0, 2.5)
-    columns = {"Z": z, "QUIESCENT": quiescent, "BULGE_FRAC": bulge_fraction, "AV": av}
+    # One metallicity for all of a galaxy's stars, so that it is both the mass- and light-weighted one.
+    metallicity = draw_stellar_metallicity(rng, log_mass)
+    columns = {"Z": z, "QUIESCENT": quiescent, "BULGE_FRAC": bulge_fraction, "AV": av, "Z_MW": metallicity}
     for t in range(templates.n_templates):
         columns[f"COEF_BULGE_{t}"] = bulge[:, t]
         columns[f"COEF_DISK_{t}"] = disk[:, t]
@@ -180,8 +185,9 @@ def _unique_target_ids(rng: np.random.Generator, n: int) -> np.ndarray:
 def draw_population(spec: PopulationSpec, rng: np.random.Generator) -> pd.DataFrame:
     """Draw ``spec.n_galaxies`` galaxies brighter than the r-band limit, with their true properties.
 
-    Fluxes are in nanomaggies (FLUX_*), per component (FLUX_BULGE_*, FLUX_DISK_*) and in total;
-    the morphology columns are those of ``morphology.draw_morphology``.
+    Fluxes are in nanomaggies (FLUX_*), per component (FLUX_BULGE_*, FLUX_DISK_*) and in total,
+    at the galaxy's stellar metallicity Z_MW (mass fraction); the morphology columns are those of
+    ``morphology.draw_morphology``.
     """
     templates = load_templates()
     table = photometry_table()
@@ -189,8 +195,10 @@ def draw_population(spec: PopulationSpec, rng: np.random.Generator) -> pd.DataFr
     n_accepted = 0
     while n_accepted < spec.n_galaxies:
         batch = _draw_candidates(rng, spec, 100_000, templates)
-        flux_bulge = maggies_to_nanomaggies(table.maggies(component_coefficients(batch, "BULGE"), batch.Z, batch.AV))
-        flux_disk = maggies_to_nanomaggies(table.maggies(component_coefficients(batch, "DISK"), batch.Z, batch.AV))
+        flux_bulge, flux_disk = (
+            maggies_to_nanomaggies(table.maggies(component_coefficients(batch, part), batch.Z, batch.AV, batch.Z_MW))
+            for part in ("BULGE", "DISK")
+        )
         for b, band in enumerate(BANDS):
             batch[f"FLUX_BULGE_{band.upper()}"] = flux_bulge[:, b]
             batch[f"FLUX_DISK_{band.upper()}"] = flux_disk[:, b]

@@ -1,6 +1,7 @@
 """DESI-like spectra of mock galaxies: fibre flux on the coadd grid, with a DESI-like noise model.
 
-The noise-free spectrum is the galaxy's template mix, redshifted and dimmed, seen through a 1.5"
+The noise-free spectrum is the galaxy's template mix at its stellar metallicity (``metallicity.py``),
+redshifted and dimmed, seen through a 1.5"
 fibre (bulge and disk enter with their own aperture fractions, so the spectrum is redder than the
 total photometry for bulgy galaxies, as in real fibre spectra). The noise has three parts: sky
 background with the bright night-sky lines (5577 Å [O I], Na D, [O I] 6300/6364 and the OH forest
@@ -52,7 +53,7 @@ def model_spectra(galaxies: pd.DataFrame, wavelength: np.ndarray, psf_fwhm: floa
     chunk = 256  # bounds memory at the full 7781-pixel grid
     for start in range(0, len(galaxies), chunk):
         part = slice(start, start + chunk)
-        per_template = observed_template_flux(templates, z[part], wavelength)
+        per_template = observed_template_flux(templates, z[part], wavelength, galaxies.Z_MW.to_numpy()[part])
         fibre = np.zeros((per_template.shape[0], templates.n_templates))
         for component in ("BULGE", "DISK"):
             fraction = fibre_fraction(galaxies[f"RE_{component}"].to_numpy()[part], psf_fwhm)
