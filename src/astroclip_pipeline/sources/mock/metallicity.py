@@ -75,7 +75,7 @@ def draw_stellar_metallicity(rng: np.random.Generator, log_mass: np.ndarray) -> 
     """Stellar metallicity Z (mass fraction) of galaxies of stellar mass ``log_mass`` (log M_sun).
 
     A split normal in log Z per galaxy with Gallazzi et al.'s (2005) percentiles (see the module
-    docstring), kept within the BC03 grid (0.005-5 Z_sun) that renders it. Shape of ``log_mass``.
+    docstring), kept within the BC03 grid (0.005-2.5 Z_sun) that renders it. Shape of ``log_mass``.
     """
     low, median, high = metallicity_percentiles(log_mass)
     deviate = rng.standard_normal(np.shape(log_mass))
@@ -162,9 +162,16 @@ def interpolate_log_metallicity(log_z_grid: np.ndarray, values: np.ndarray, log_
     Raises ValueError for a ``log_z`` outside the grid: the BC03 models do not extend there.
     """
     check_metallicity_range(log_z_grid, log_z)
-    k = int(np.clip(np.searchsorted(log_z_grid, log_z) - 1, 0, log_z_grid.size - 2))
-    w = float(np.clip((log_z - log_z_grid[k]) / (log_z_grid[k + 1] - log_z_grid[k]), 0.0, 1.0))
+    k, w = grid_cell(log_z_grid, log_z)
     return (1.0 - w) * values[k] + w * values[k + 1]
+
+
+def grid_cell(grid: np.ndarray, x):
+    """Linear interpolation's two numbers for each ``x`` on the increasing ``grid``: the index of
+    the cell holding it and the weight of the cell's upper end, both clipped to the grid."""
+    index = np.clip(np.searchsorted(grid, x) - 1, 0, grid.size - 2)
+    weight = np.clip((x - grid[index]) / (grid[index + 1] - grid[index]), 0.0, 1.0)
+    return index, weight
 
 
 def check_metallicity_range(log_z_grid: np.ndarray, log_z) -> None:

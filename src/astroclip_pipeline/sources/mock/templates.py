@@ -21,7 +21,7 @@ import speclite.filters
 from astropy.cosmology import Planck18
 from astropy.io import fits
 
-from .metallicity import bc03_metallicity_response, check_metallicity_range, interpolate_log_metallicity
+from .metallicity import bc03_metallicity_response, check_metallicity_range, grid_cell, interpolate_log_metallicity
 
 #: Legacy Survey DR9 south uses DECam; the mock survey observes through the same curves.
 FILTER_NAMES = ("decam2014-g", "decam2014-r", "decam2014-z")
@@ -139,9 +139,8 @@ def decam_filters() -> speclite.filters.FilterSequence:
 
 
 def _grid_position(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the grid cell holding each ``x`` and the weight of its upper corner (clipped to the grid)."""
-    index = np.clip(np.searchsorted(grid, x) - 1, 0, grid.size - 2)
-    weight = np.clip((x - grid[index]) / (grid[index + 1] - grid[index]), 0.0, 1.0)
+    """``metallicity.grid_cell`` of each ``x``, its weights shaped to scale (n, templates, bands) values."""
+    index, weight = grid_cell(grid, x)
     return index, weight[:, None, None]
 
 
