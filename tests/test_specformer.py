@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from astroclip_pipeline.models.masked_segments import chunk_mask, hide, interpolation_baseline, masked_mse
+from astroclip_pipeline.models.masked_segments import (
+    MAX_DEPARTURE,
+    chunk_mask,
+    hide,
+    interpolation_baseline,
+    line_emphasis,
+    masked_mse,
+)
 from astroclip_pipeline.models.specformer import (
     MIN_STD,
     SpecFormer,
@@ -96,6 +103,42 @@ def test_loss_ignores_unmasked_positions_and_bad_pixels():
     prediction[:, 5:10, 2:] += 2.0
     valid[:, 7] = False  # a token of masked (bad) pixels: not a target
     assert masked_mse(prediction, tokens, mask, valid).item() == pytest.approx(4.0 * 20 / 22)
+
+
+def test_line_emphasis_weights_the_line_and_not_the_continuum():
+    """A sloped continuum with one emission line 3 pixels wide and 5 bad pixels, by hand."""
+    n = 200
+    flux = torch.linspace(2.0, 4.0, n)[None].clone()
+    flux[0, 100:103] += torch.tensor([3.0, 6.0, 3.0])
+    ivar = torch.ones_like(flux)
+    ivar[0, 20:25] = 0.0  # standardised to 0, far below the continuum there (-1.4)
+    tokens, _ = tokenize(flux, ivar)
+    weight = line_emphasis(flux, ivar, strength=2.0)
+    assert weight.shape == tokens.shape
+    assert torch.equal(weight[:, 0], torch.ones(1, 22))  # the statistics token keeps weight 1
+    # token t + 1 holds segment t, pixels 10 t to 10 t + 19, in columns 2 to 21
+    pixel_weight = weight[0, 1::2, 2:].reshape(-1)  # pixels 0-199, from segments 0, 2, ..., 18
+    # a 9-pixel running median follows a straight continuum exactly: weight 1 there
+    assert torch.allclose(pixel_weight[30:96], torch.ones(66))
+    assert torch.allclose(pixel_weight[111:], torch.ones(89))
+    # the median leaves bad pixels out (with their zeros it would drop towards 0 beside them)
+    assert torch.equal(pixel_weight[20:25], torch.ones(5)) and pixel_weight[10:35].max().item() < 2.0
+    # the line: only 3 of the 199 good pixels depart, so the mean departure is small and their
+    # departures are clipped at MAX_DEPARTURE times it
+    assert torch.allclose(pixel_weight[100:103], torch.full((3,), 1.0 + 2.0 * MAX_DEPARTURE))
+    assert torch.allclose(line_emphasis(flux, ivar, strength=0.0), torch.ones_like(tokens))
+
+
+def test_weighted_masked_mse_is_a_weighted_mean():
+    tokens = torch.zeros(1, 3, 22)
+    valid = torch.ones_like(tokens, dtype=torch.bool)
+    mask = torch.tensor([[False, True, True]])
+    prediction = tokens.clone()
+    prediction[0, 1] = 1.0  # squared error 1 on token 1, 0 on token 2
+    weight = torch.ones_like(tokens)
+    assert masked_mse(prediction, tokens, mask, valid, weight).item() == pytest.approx(0.5)
+    weight[0, 1] = 3.0  # token 1 counts three times: 3 / (3 + 1)
+    assert masked_mse(prediction, tokens, mask, valid, weight).item() == pytest.approx(0.75)
 
 
 def test_interpolation_baseline_is_exact_on_a_straight_line():

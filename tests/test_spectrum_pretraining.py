@@ -1,5 +1,7 @@
 """Pretraining runs, checkpoints, resumes after an interruption, and exports a loadable encoder."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,7 @@ import torch
 from astroclip_pipeline.evaluate.mask_filling import mask_filling_scores, near_strong_lines
 from astroclip_pipeline.models.specformer import load_encoder
 from astroclip_pipeline.train.loop import last_checkpoint, prepare_run_dir, resume_checkpoint, warmup_cosine
-from astroclip_pipeline.train.spectrum_pretraining import pretrain_spectra
+from astroclip_pipeline.train.spectrum_pretraining import SpectrumPretraining, pretrain_spectra
 
 from .training import CountSteps, PreemptAt, Preempted
 
@@ -54,7 +56,16 @@ def test_changed_settings_start_afresh(tiny_dataset, tmp_path):
 
 def test_encoder_file_loads_and_learns(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
-    _run(tiny_dataset, run_dir, settings={**SETTINGS, "epochs": 8, "lr": 3e-3, "warmup_steps": 10})
+    # with the default run's line emphasis: the validation loss, the plain masked MSE, still falls
+    settings = {
+        **SETTINGS,
+        "epochs": 8,
+        "lr": 3e-3,
+        "warmup_steps": 10,
+        "line_emphasis": 1.0,
+        "line_emphasis_ramp": 0.5,
+    }
+    _run(tiny_dataset, run_dir, settings=settings)
     val_loss = pd.read_csv(tmp_path / "metrics.csv").val_loss.dropna().to_numpy()
     assert val_loss[-1] < 0.9 * val_loss[0]
     model = load_encoder(tmp_path / "encoder.ckpt")
@@ -72,6 +83,22 @@ def test_encoder_file_loads_and_learns(tiny_dataset, tmp_path):
     with pytest.raises(KeyError, match="not a spectrum-encoder file"):
         torch.save({"weights": 1}, tmp_path / "other.pt")
         load_encoder(tmp_path / "other.pt")
+
+
+def test_line_emphasis_ramps_in_over_the_configured_share_of_training():
+    module = SpectrumPretraining(
+        {"embed_dim": 16, "n_layers": 1, "n_heads": 2}, {"line_emphasis": 2.0, "line_emphasis_ramp": 0.25}
+    )
+    trainer = SimpleNamespace(estimated_stepping_batches=200, global_step=0)
+    module._trainer = trainer
+    emphasis = []
+    for step in (0, 25, 50, 100, 199):
+        trainer.global_step = step
+        emphasis.append(module.line_emphasis_now())
+    assert emphasis == pytest.approx([0.0, 1.0, 2.0, 2.0, 2.0])  # full after a quarter of the 200 steps
+    module.settings = module.settings.__class__(line_emphasis=2.0, line_emphasis_ramp=0.0)
+    trainer.global_step = 0
+    assert module.line_emphasis_now() == 2.0  # no ramp: from the first step
 
 
 def test_warmup_then_cosine():

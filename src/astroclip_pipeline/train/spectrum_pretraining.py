@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..data.galaxy_dataset import GalaxyDataset
-from ..models.masked_segments import chunk_mask, hide, masked_mse
+from ..models.masked_segments import chunk_mask, hide, line_emphasis, masked_mse
 from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, save_encoder, tokenize
 from .loop import (
     fit,
@@ -39,6 +39,8 @@ class PretrainSettings:
     gradient_clip: float = 1.0
     mask_chunks: int = 6
     mask_chunk_length: int = 30
+    line_emphasis: float = 0.0
+    line_emphasis_ramp: float = 0.0
     num_workers: int = 0
     gpus: int = 0
     seed: int = 0
@@ -63,21 +65,32 @@ class SpectrumPretraining(L.LightningModule):
         self.model = SpecFormer(SpecFormerConfig(**model_config))
         self.settings = PretrainSettings.from_config(settings)
 
-    def _loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _loss(self, batch: dict, generator: torch.Generator | None = None, emphasis: float = 0.0) -> torch.Tensor:
         tokens, valid = tokenize(batch["spectrum"], batch["ivar"])
         s = self.settings
         mask = chunk_mask(tokens.shape[0], tokens.shape[1], s.mask_chunks, s.mask_chunk_length, generator)
         mask = to_device(mask, tokens.device)
         _, prediction = self.model(hide(tokens, mask))
-        return masked_mse(prediction.float(), tokens, mask, valid)
+        weight = line_emphasis(batch["spectrum"], batch["ivar"], emphasis) if emphasis > 0 else None
+        return masked_mse(prediction.float(), tokens, mask, valid, weight)
+
+    def line_emphasis_now(self) -> float:
+        """The loss's ``line_emphasis`` at this step: ramped up linearly from 0 over the first
+        ``line_emphasis_ramp`` of training, so that the continuum is learnt before the lines weigh."""
+        s = self.settings
+        if s.line_emphasis_ramp <= 0:
+            return s.line_emphasis
+        ramp_steps = s.line_emphasis_ramp * max(1, int(self.trainer.estimated_stepping_batches))
+        return s.line_emphasis * min(1.0, self.global_step / ramp_steps)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
+        loss = self._loss(batch, emphasis=self.line_emphasis_now())
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["spectrum"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        # The same masks every epoch, so validation losses are comparable from epoch to epoch.
+        # The same masks every epoch and the plain MSE (no line emphasis), so validation losses are
+        # comparable from epoch to epoch and between runs.
         generator = torch.Generator().manual_seed(batch_idx)
         loss = self._loss(batch, generator)
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["spectrum"]), sync_dist=True)
