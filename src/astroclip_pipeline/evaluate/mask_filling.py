@@ -38,6 +38,8 @@ STRONG_LINES = {
     "Na D": (5889.9, 5895.9),
     "Hα": (6562.8,),
 }
+#: The emission lines the mask-filling figure hides, the strongest first (in star-forming galaxies).
+FIGURE_LINES = ("Hα", "[O III]", "Hβ", "[O II]")
 #: Half-width (rest-frame Å) of the window around each line: DESI's resolution (~1.8 Å FWHM) and the
 #: lines' velocity widths put nearly all of a line's flux within a few Å of its centre.
 LINE_HALF_WIDTH = 5.0
@@ -149,6 +151,15 @@ def _lines_in(lo: float, hi: float, z: float) -> list[str]:
     return [name for name, rest in lines.items() if lo <= rest * (1 + z) <= hi]
 
 
+def _strong_lines_in(lo: float, hi: float, z: float) -> list[str]:
+    """The ``STRONG_LINES`` (those the near-lines score counts) observed between ``lo`` and ``hi`` Å."""
+    return [name for name, rests in STRONG_LINES.items() if any(lo <= rest * (1 + z) <= hi for rest in rests)]
+
+
+def _inset_order(strong_lines: list[str], target: str | None) -> int:
+    return 0 if target in strong_lines else 1 if strong_lines else 2
+
+
 @torch.no_grad()
 def plot_mask_filling(
     encoder_path, dataset_path, output_path, n_examples: int, n_chunks: int, chunk_length: int, seed: int
@@ -165,14 +176,23 @@ def plot_mask_filling(
         wavelength = h5["wavelength"][()]
     tokens, _ = tokenize(flux, ivar)
     generator = torch.Generator().manual_seed(seed)
-    # For each example, draw masks until one hides a spectral line (up to 100 tries), so the insets
-    # show the model at work where it matters.
-    masks = []
+    # For each example, draw masks until one hides the strongest emission line in the spectrum's range
+    # (Hα, else [O III], Hβ, [O II]; up to 100 tries), so the insets show the model at work where it
+    # matters: a line whose place only the redshift tells.
+    masks, targets = [], []
     for i in range(len(rows)):
+        in_range = _strong_lines_in(wavelength[0], wavelength[-1], z[i])
+        target = next((name for name in FIGURE_LINES if name in in_range), None)
+        targets.append(target)
         for _ in range(100):
             mask = chunk_mask(1, tokens.shape[1], n_chunks, chunk_length, generator)[0]
-            ranges = _pixel_ranges(mask)
-            if any(_lines_in(wavelength[a], wavelength[b - 1], z[i]) for a, b in ranges if b > a):
+            hidden = [
+                line
+                for a, b in _pixel_ranges(mask)
+                if b > a
+                for line in _strong_lines_in(wavelength[a], wavelength[b - 1], z[i])
+            ]
+            if (target in hidden) if target else hidden:
                 break
         masks.append(mask)
     mask = torch.stack(masks)
@@ -196,6 +216,12 @@ def plot_mask_filling(
             names = _lines_in(wavelength[a], wavelength[b - 1], z[i])
             if names:
                 zooms.append((a, b, names))
+        # the insets zoom on the hidden emission line first, then on the other strong lines
+        zooms.sort(
+            key=lambda zoom: _inset_order(
+                _strong_lines_in(wavelength[zoom[0]], wavelength[zoom[1] - 1], z[i]), targets[i]
+            )
+        )
         ax.plot(wavelength, np.where(hidden, interpolated[i], np.nan), color="tab:blue", lw=0.9, ls="--",
                 label="linear interpolation")  # fmt: skip
         ax.plot(wavelength, np.where(hidden, filled[i], np.nan), color="tab:red", lw=1.0, label="transformer")

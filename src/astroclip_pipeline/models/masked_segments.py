@@ -20,8 +20,8 @@ from ..models.specformer import (
     tokens_from_standardised,
 )
 
-#: Pixels in the running median that ``line_emphasis`` takes as the continuum: 9 pixels are 58 Å
-#: at the laptop's rebin 8, wide against a line (1-2 pixels) and narrow against the continuum.
+#: Pixels in the running median that ``line_emphasis`` takes as the continuum: 9 pixels are 115 Å
+#: on the default run's grid (rebin 16), wide against a line (1-2 pixels), narrow against the continuum.
 CONTINUUM_WINDOW = 9
 #: Departures from the continuum count up to this many times the spectrum's mean departure, so one
 #: cosmic ray or sky residual cannot take over a batch's loss.
