@@ -13,12 +13,18 @@ from astroclip_pipeline.data.augmentations import (
     center_crop,
     gaussian_blur,
     random_affine_crop,
+    random_band_jitter,
     random_blur,
     random_noise,
     random_reddening,
 )
 from astroclip_pipeline.models.image_encoder import load_image_encoder
-from astroclip_pipeline.train.image_pretraining import MoCoPretraining, info_nce_logits, pretrain_images
+from astroclip_pipeline.train.image_pretraining import (
+    ImagePretrainSettings,
+    MoCoPretraining,
+    info_nce_logits,
+    pretrain_images,
+)
 from astroclip_pipeline.train.loop import last_checkpoint
 
 from .training import CountSteps, PreemptAt, Preempted
@@ -41,6 +47,7 @@ def test_every_augmentation_keeps_shape_and_dtype():
     g = torch.Generator().manual_seed(0)
     for transform, shape in [
         (random_reddening, images.shape),
+        (random_band_jitter, images.shape),
         (random_blur, images.shape),
         (random_noise, images.shape),
         (random_affine_crop, (4, 3, 32, 32)),
@@ -89,6 +96,41 @@ def test_reddening_dims_blue_bands_most_and_noise_has_the_drawn_level():
     noisy = random_noise(flat, AugmentationSpec(noise_sigma=((0.01, 0.01), (0.02, 0.02), (0.05, 0.05))))
     assert noisy.std(dim=(0, 2, 3)).tolist() == pytest.approx([0.01, 0.02, 0.05], rel=0.02)
     assert abs(noisy.mean().item()) < 1e-3
+
+
+def test_band_jitter_scales_each_band_by_its_own_uniform_magnitude_offset():
+    images = gaussian_galaxies(batch=4000, size=16)
+    spec = AugmentationSpec(max_band_jitter=0.3)
+    jittered = random_band_jitter(images, spec, torch.Generator().manual_seed(4))
+    # each band is the same picture times one factor: the shape of the galaxy is untouched
+    ratio = jittered / images
+    assert torch.allclose(ratio, ratio[..., :1, :1].expand_as(ratio), rtol=1e-5)
+    delta_mag = -2.5 * torch.log10(ratio[:, :, 0, 0]).double()
+    assert delta_mag.abs().max() <= 0.3 + 1e-5
+    # uniform in ±0.3 mag: mean 0, standard deviation 0.3 / sqrt(3), every band drawn on its own
+    assert delta_mag.mean(dim=0).abs().max() < 0.01
+    assert delta_mag.std(dim=0).tolist() == pytest.approx([0.3 / math.sqrt(3)] * 3, rel=0.04)
+    correlation = torch.corrcoef(delta_mag.T)
+    assert (correlation - torch.eye(3, dtype=correlation.dtype)).abs().max() < 0.06
+    # so colours change: g - r of one galaxy now spreads by sqrt(2) times a band's offset
+    colour_change = delta_mag[:, 0] - delta_mag[:, 1]
+    assert colour_change.std().item() == pytest.approx(math.sqrt(2) * 0.3 / math.sqrt(3), rel=0.05)
+
+
+def test_band_jitter_is_seeded_and_off_by_default():
+    images = gaussian_galaxies(batch=8)
+    spec = AugmentationSpec(crop=32, max_shift=2.0, max_band_jitter=0.2)
+    first, again = (augment(images, spec, torch.Generator().manual_seed(5)) for _ in range(2))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, augment(images, spec, torch.Generator().manual_seed(6)))
+    # jitter 0 (Stein et al., the default) draws nothing: the chain and its random stream are as before
+    g = torch.Generator().manual_seed(7)
+    stein = random_noise(random_affine_crop(random_blur(random_reddening(images, SPEC, g), SPEC, g), SPEC, g), SPEC, g)
+    assert torch.equal(augment(images, SPEC, torch.Generator().manual_seed(7)), stein)
+    # the config key reaches the views of MoCo
+    settings = ImagePretrainSettings.from_config({"band_jitter_mag": 0.25})
+    assert settings.augmentations(48).max_band_jitter == 0.25
+    assert ImagePretrainSettings().augmentations(48).max_band_jitter == 0.0
 
 
 def test_center_crop():

@@ -27,7 +27,9 @@ of the head frozen during the first epoch; gradients clipped per module (backbon
 Augmentations: AstroDINO's are plain random crops (no resizing) with flips, then Stein et al.'s
 PSF blur and noise, then the viewer's RGB mapping, in place of DINOv2's colour jitter, grey,
 solarisation. We use the project's (``data/augmentations.py``): the same blur and noise, plus
-Galactic reddening (a colour change real surveys have). Which view is degraded how often: see
+Galactic reddening (a colour change real surveys have), but not the per-band colour jitter that
+MoCo may use (``AugmentationSpec.max_band_jitter``): AstroDINO has none, and these views are
+composed here, not by ``augment``. Which view is degraded how often: see
 ``DinoSettings.degrade_probability``.
 
 Under DDP everything global is exact: both centres are updated with the mean over every rank's

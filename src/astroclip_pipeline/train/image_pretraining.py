@@ -57,6 +57,7 @@ class ImagePretrainSettings:
     scale: tuple[float, float] = (0.9, 1.1)
     blur_probability: float = 0.5
     max_ebv: float = 0.05
+    band_jitter_mag: float = 0.0
     noise_sigma_max: tuple[float, float, float] = (0.013, 0.018, 0.061)
     num_workers: int = 0
     gpus: int = 0
@@ -71,6 +72,7 @@ class ImagePretrainSettings:
         return AugmentationSpec(
             crop=crop, scale=self.scale, max_shift=self.max_shift, blur_probability=self.blur_probability,
             noise_sigma=tuple((floor, high) for high in self.noise_sigma_max), max_ebv=self.max_ebv,
+            max_band_jitter=self.band_jitter_mag,
         )  # fmt: skip
 
 
