@@ -14,15 +14,7 @@ import torch
 
 from ..files import atomic_path, open_hdf5
 from ..models.masked_segments import chunk_mask, hide, interpolation_baseline, masked_mse, reconstruct_spectrum
-from ..models.specformer import (
-    N_FEATURE_COLUMNS,
-    PATCH_SIZE,
-    PATCH_STRIDE,
-    load_encoder,
-    standardise,
-    tokenize,
-    tokens_from_standardised,
-)
+from ..models.specformer import PATCH_SIZE, PATCH_STRIDE, load_encoder, segment_tokens, standardise, tokenize
 from .figures import plt, save_figure
 from .overview import ABSORPTION_LINES, EMISSION_LINES
 
@@ -90,8 +82,7 @@ def mask_filling_scores(
         mask = chunk_mask(len(flux), tokens.shape[1], n_chunks, chunk_length, generator)
         _, prediction = model(hide(tokens, mask))
         baseline = interpolation_baseline(flux, ivar, mask)
-        near_lines = torch.zeros_like(valid)
-        near_lines[:, 1:, N_FEATURE_COLUMNS:] = near.unfold(-1, PATCH_SIZE, PATCH_STRIDE)
+        near_lines = segment_tokens(near, False)
         for region, scored in (("all", valid), ("lines", valid & near_lines)):
             weight = (mask[..., None] & scored).sum().item()
             squared["transformer", region] += masked_mse(prediction, tokens, mask, scored).item() * weight
@@ -120,10 +111,8 @@ def _noise_variance(flux: torch.Tensor, ivar: torch.Tensor, mask: torch.Tensor, 
     """Sum over the scored entries of each pixel's noise variance in standardised units."""
     _, _, std = standardise(flux, ivar)
     variance = torch.where(ivar > 0, 1.0 / (ivar.clamp_min(1e-30) * std**2), torch.zeros_like(ivar))
-    tokens = tokens_from_standardised(variance, torch.zeros_like(std), torch.zeros_like(std))
-    weight = mask[..., None] & valid
-    weight[:, 0] = False  # the statistics token carries no pixel noise
-    return float((tokens * weight).sum())
+    # the statistics token carries no pixel noise: 0
+    return float((segment_tokens(variance) * (mask[..., None] & valid)).sum())
 
 
 def write_mask_filling_table(encoder_path, dataset_path, output_path, n_chunks: int, chunk_length: int, seed: int):
@@ -146,14 +135,16 @@ def _pixel_ranges(mask_row: torch.Tensor) -> list[tuple[int, int]]:
     return ranges
 
 
-def _lines_in(lo: float, hi: float, z: float) -> list[str]:
-    lines = {**EMISSION_LINES, **ABSORPTION_LINES}
-    return [name for name, rest in lines.items() if lo <= rest * (1 + z) <= hi]
+def _lines_in(lo: float, hi: float, z: float, lines: dict | None = None) -> list[str]:
+    """The ``lines`` (name -> rest wavelength, or a tuple of them for a multiplet; by default the
+    overview's emission and absorption lines) observed between ``lo`` and ``hi`` Å at redshift ``z``."""
+    lines = {**EMISSION_LINES, **ABSORPTION_LINES} if lines is None else lines
+    return [name for name, rests in lines.items() if any(lo <= rest * (1 + z) <= hi for rest in np.atleast_1d(rests))]
 
 
 def _strong_lines_in(lo: float, hi: float, z: float) -> list[str]:
     """The ``STRONG_LINES`` (those the near-lines score counts) observed between ``lo`` and ``hi`` Å."""
-    return [name for name, rests in STRONG_LINES.items() if any(lo <= rest * (1 + z) <= hi for rest in rests)]
+    return _lines_in(lo, hi, z, STRONG_LINES)
 
 
 def _inset_order(strong_lines: list[str], target: str | None) -> int:

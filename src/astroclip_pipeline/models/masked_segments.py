@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from ..models.specformer import (
-    N_FEATURE_COLUMNS,
     PATCH_SIZE,
     PATCH_STRIDE,
-    TOKEN_WIDTH,
     detokenize,
+    segment_tokens,
     standardise,
     tokens_from_standardised,
 )
@@ -99,11 +98,7 @@ def line_emphasis(flux: torch.Tensor, ivar: torch.Tensor, strength: float) -> to
     departure = torch.nan_to_num((standard - continuum).abs()) * good
     mean_departure = departure.sum(dim=-1, keepdim=True) / good.sum(dim=-1, keepdim=True).clamp_min(1.0)
     departure = departure / mean_departure.clamp_min(1e-6)
-    pixel_weight = 1.0 + strength * departure.clamp(max=MAX_DEPARTURE)
-    segments = pixel_weight.unfold(-1, PATCH_SIZE, PATCH_STRIDE)  # (batch, n_segments, 20)
-    weight = pixel_weight.new_ones(segments.shape[0], segments.shape[1] + 1, TOKEN_WIDTH)
-    weight[:, 1:, N_FEATURE_COLUMNS:] = segments
-    return weight
+    return segment_tokens(1.0 + strength * departure.clamp(max=MAX_DEPARTURE), fill=1.0)
 
 
 def visible_pixels(mask: torch.Tensor, n_pixels: int) -> torch.Tensor:

@@ -73,12 +73,20 @@ def standardise(flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, t
     return (flux - mean) / std * good, mean, std
 
 
+def segment_tokens(pixels: torch.Tensor, fill: float | bool = 0) -> torch.Tensor:
+    """Any per-pixel quantity (batch, n_pixels) laid out as tokens (batch, n_tokens, 22): segment
+    token t + 1 holds pixels 10 t to 10 t + 19 in its last 20 columns (so a pixel covered by two
+    segments appears in both); the statistics token and the segments' two feature columns hold
+    ``fill``. Flux, pixel validity, loss weights and noise variances share this layout."""
+    segments = pixels.unfold(-1, PATCH_SIZE, PATCH_STRIDE)  # (batch, n_segments, 20)
+    tokens = pixels.new_full((segments.shape[0], segments.shape[1] + 1, TOKEN_WIDTH), fill)
+    tokens[:, 1:, N_FEATURE_COLUMNS:] = segments
+    return tokens
+
+
 def tokens_from_standardised(standard: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Standardised spectra (batch, n_pixels) and their statistics -> tokens (batch, n_tokens, 22)."""
-    patches = standard.unfold(-1, PATCH_SIZE, PATCH_STRIDE)  # (batch, n_patches, 20)
-    batch, n_patches, _ = patches.shape
-    tokens = standard.new_zeros(batch, n_patches + 1, TOKEN_WIDTH)
-    tokens[:, 1:, N_FEATURE_COLUMNS:] = patches
+    tokens = segment_tokens(standard)
     tokens[:, 0, 0] = (mean[:, 0] - 2.0) / 2.0
     tokens[:, 0, 1] = (std[:, 0] - 2.0) / 8.0
     return tokens
@@ -102,9 +110,7 @@ def tokenize(flux: torch.Tensor, ivar: torch.Tensor) -> tuple[torch.Tensor, torc
     """
     standard, mean, std = standardise(flux, ivar)
     tokens = tokens_from_standardised(standard, mean, std)
-    good = (ivar > 0).unfold(-1, PATCH_SIZE, PATCH_STRIDE)
-    valid = torch.zeros_like(tokens, dtype=torch.bool)
-    valid[:, 1:, N_FEATURE_COLUMNS:] = good
+    valid = segment_tokens(ivar > 0, False)
     valid[:, 0, :N_FEATURE_COLUMNS] = True
     return tokens, valid
 
