@@ -29,7 +29,7 @@ from astroclip_pipeline.train.alignment import (
 from astroclip_pipeline.train.contrastive import clip_loss, distributed_clip_loss
 from astroclip_pipeline.train.loop import last_checkpoint
 
-from .training import CountSteps, PreemptAt, Preempted
+from .training import CountSteps, PreemptAt, Preempted, assert_same_weights
 
 
 def test_clip_loss_2x2_by_hand():
@@ -176,6 +176,13 @@ def _align(tiny_dataset, encoders, run_dir, callbacks=(), settings=SETTINGS):
         tiny_dataset["train"], tiny_dataset["val"], encoders["spectrum"], encoders["image"], run_dir,
         run_dir.parent / "astroclip.ckpt", run_dir.parent / "metrics.csv", settings, callbacks=callbacks,
     )  # fmt: skip
+
+
+def test_the_same_seed_trains_the_same_heads(tiny_dataset, encoders, tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _align(tiny_dataset, encoders, tmp_path / name / "run", settings={**SETTINGS, "epochs": 1})
+    assert_same_weights(tmp_path / "a" / "astroclip.ckpt", tmp_path / "b" / "astroclip.ckpt")
 
 
 def test_alignment_resumes_and_its_embeddings_are_normalised(tiny_dataset, encoders, tmp_path):

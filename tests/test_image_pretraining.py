@@ -27,7 +27,7 @@ from astroclip_pipeline.train.image_pretraining import (
 )
 from astroclip_pipeline.train.loop import last_checkpoint
 
-from .training import CountSteps, PreemptAt, Preempted
+from .training import CountSteps, PreemptAt, Preempted, assert_same_weights
 
 
 def gaussian_galaxies(batch: int = 4, size: int = 64, sigma: float = 3.0) -> torch.Tensor:
@@ -193,6 +193,13 @@ def test_interrupted_image_pretraining_resumes_and_writes_a_loadable_encoder(tin
     assert metrics.val_loss.notna().sum() >= 3  # epochs of both attempts
     # every step logged once, except perhaps the one in flight when the run was interrupted
     assert final["global_step"] - 1 <= metrics.train_loss_step.notna().sum() <= final["global_step"]
+
+
+def test_the_same_seed_trains_the_same_image_encoder(tiny_dataset, tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _run(tiny_dataset, tmp_path / name / "run", settings={**SETTINGS, "epochs": 1})
+    assert_same_weights(tmp_path / "a" / "encoder.ckpt", tmp_path / "b" / "encoder.ckpt")
 
 
 def test_bad_settings_name_the_config_key(tiny_dataset, tmp_path):

@@ -12,7 +12,7 @@ from astroclip_pipeline.models.specformer import load_encoder
 from astroclip_pipeline.train.loop import last_checkpoint, prepare_run_dir, resume_checkpoint, warmup_cosine
 from astroclip_pipeline.train.spectrum_pretraining import SpectrumPretraining, pretrain_spectra
 
-from .training import CountSteps, PreemptAt, Preempted
+from .training import CountSteps, PreemptAt, Preempted, assert_same_weights
 
 MODEL = {"preset": "laptop", "embed_dim": 16, "n_layers": 1, "n_heads": 2}
 SETTINGS = {"epochs": 3, "batch_size": 16, "warmup_steps": 2, "mask_chunk_length": 4, "lr": 1e-3}
@@ -52,6 +52,15 @@ def test_changed_settings_start_afresh(tiny_dataset, tmp_path):
     counter = CountSteps()
     _run(tiny_dataset, run_dir, callbacks=[counter], settings={**SETTINGS, "epochs": 1, "lr": 5e-4})
     assert counter.steps > 0  # not resumed from a run made with another learning rate
+
+
+def test_the_same_seed_trains_the_same_encoder(tiny_dataset, tmp_path):
+    # two runs in one process: the second starts with torch's generator wherever the first left it,
+    # as two processes start from different seeds; the run's seed must fix the initial weights
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _run(tiny_dataset, tmp_path / name / "run", settings={**SETTINGS, "epochs": 1})
+    assert_same_weights(tmp_path / "a" / "encoder.ckpt", tmp_path / "b" / "encoder.ckpt")
 
 
 def test_encoder_file_loads_and_learns(tiny_dataset, tmp_path):

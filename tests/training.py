@@ -24,3 +24,27 @@ class CountSteps(Callback):
 
     def on_train_batch_end(self, *args):
         self.steps += 1
+
+
+def saved_tensors(path) -> dict:
+    """Every tensor of a saved model file (nested dictionaries flattened to dotted keys)."""
+    import torch
+
+    def walk(value, prefix):
+        if torch.is_tensor(value):
+            yield prefix, value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield from walk(item, f"{prefix}.{key}" if prefix else str(key))
+
+    return dict(walk(torch.load(path, map_location="cpu", weights_only=False), ""))
+
+
+def assert_same_weights(path_a, path_b) -> None:
+    """Two saved models hold the same tensors, bit for bit."""
+    import torch
+
+    a, b = saved_tensors(path_a), saved_tensors(path_b)
+    assert a.keys() == b.keys() and a
+    differing = [key for key in a if not torch.equal(a[key], b[key])]
+    assert not differing, f"{len(differing)} of {len(a)} tensors differ, e.g. {differing[:3]}"

@@ -37,6 +37,7 @@ from .loop import (
     prepare_run_dir,
     require_full_batch,
     require_gpus,
+    seed_run,
     settings_from_config,
     split_loader,
     warmup_cosine,
@@ -297,6 +298,7 @@ def align(
     require_full_batch(len(GalaxyDataset(train_path, fields=(), columns=())), s.batch_size, s.gpus, "align", train_path)
     inputs = input_fingerprint([train_path, val_path, spectrum_encoder_path, image_encoder_path])
     prepare_run_dir(run_dir, {"settings": asdict(s), "inputs": inputs, "code": code_version})
+    seed_run(s.seed)  # the heads' initial weights
     model = build_model(spectrum_encoder_path, image_encoder_path, s)
     train_cache, val_cache = frozen_feature_caches(model, [train_path, val_path], s)
     # Cached tensors live in this process's memory; forked workers would copy them, so load in-process.
@@ -304,8 +306,7 @@ def align(
     train = split_loader(AlignmentData(train_path, train_cache), s.batch_size, True, workers)
     val = split_loader(AlignmentData(val_path, val_cache), s.batch_size, False, workers)
     module = AlignmentModule(model, asdict(s))
-    fit(module, train, val, run_dir, s.epochs, gradient_clip=1.0, devices=max(1, s.gpus), seed=s.seed,
-        callbacks=callbacks)  # fmt: skip
+    fit(module, train, val, run_dir, s.epochs, gradient_clip=1.0, devices=max(1, s.gpus), callbacks=callbacks)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         save_astroclip(module.model, model_path, asdict(s))
         write_metrics(run_dir, metrics_path)

@@ -62,6 +62,7 @@ from .loop import (
     prepare_run_dir,
     require_full_batch,
     require_gpus,
+    seed_run,
     settings_from_config,
     to_device,
     warmup_cosine,
@@ -578,8 +579,9 @@ def pretrain_dino(
         },
     )
     train, val = image_loaders(train_path, val_path, s.batch_size, s.num_workers, config.image_size)
+    seed_run(s.seed)
     module = DinoPretraining(asdict(config), asdict(s))
     # gradient clipping is the module's own (per module, configure_gradient_clipping)
-    fit(module, train, val, run_dir, s.epochs, None, devices=max(1, s.gpus), seed=s.seed, callbacks=callbacks)
+    fit(module, train, val, run_dir, s.epochs, None, devices=max(1, s.gpus), callbacks=callbacks)
     save_image_encoder(module.image_encoder(), encoder_path, source="pretrain_dino (DINOv2)")
     write_metrics(run_dir, metrics_path)

@@ -32,6 +32,7 @@ from .loop import (
     prepare_run_dir,
     require_full_batch,
     require_gpus,
+    seed_run,
     settings_from_config,
     split_loader,
     warmup_cosine,
@@ -223,17 +224,8 @@ def pretrain_images(
             f"config key 'pretrain_images.queue_size': {s.queue_size} is not smaller than the "
             f"{len(train.dataset)} training images of {train_path}; galaxies would be their own negatives"
         )
+    seed_run(s.seed)
     module = MoCoPretraining(model_config, crop, asdict(s))
-    fit(
-        module,
-        train,
-        val,
-        run_dir,
-        s.epochs,
-        gradient_clip=None,
-        devices=max(1, s.gpus),
-        seed=s.seed,
-        callbacks=callbacks,
-    )
+    fit(module, train, val, run_dir, s.epochs, gradient_clip=None, devices=max(1, s.gpus), callbacks=callbacks)
     save_image_encoder(module.image_encoder(), encoder_path, source="pretrain_images (MoCo v2)")
     write_metrics(run_dir, metrics_path)

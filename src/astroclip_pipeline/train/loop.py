@@ -191,6 +191,17 @@ def prepare_run_dir(run_dir: str | Path, settings: dict) -> None:
         tmp.write_text(wanted)
 
 
+def seed_run(seed: int) -> None:
+    """Seed Python, NumPy, torch and the data-loader workers for a training run.
+
+    Call it before the run builds its model: the initial weights are drawn from torch's global
+    generator, which otherwise starts from a fresh random seed in every process, so that two runs
+    with the same config and seed would start from different weights (they did until 2026-12-01:
+    the default run's spectrum k-NN redshift R² spread over 0.77-0.87 across seed-0 runs).
+    """
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
 def fit(
     module: L.LightningModule,
     train_loader,
@@ -199,16 +210,15 @@ def fit(
     max_epochs: int,
     gradient_clip: float | None = 1.0,
     devices: int = 1,
-    seed: int = 0,
     callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
     """Train ``module``, resuming from the newest checkpoint in ``run_dir`` (``resume_checkpoint``).
 
-    Call ``prepare_run_dir`` first: it empties ``run_dir`` when its checkpoints are of another run.
+    Call ``prepare_run_dir`` first: it empties ``run_dir`` when its checkpoints are of another run;
+    and ``seed_run`` before building ``module``.
 
     ``callbacks`` are added to the standard ones (checkpointing, learning-rate and progress).
     """
-    L.seed_everything(seed, workers=True, verbose=False)
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"
     hardware = accelerator_settings(devices)

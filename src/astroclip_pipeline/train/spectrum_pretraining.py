@@ -17,6 +17,7 @@ from .loop import (
     prepare_run_dir,
     require_full_batch,
     require_gpus,
+    seed_run,
     settings_from_config,
     split_loader,
     to_device,
@@ -154,10 +155,8 @@ def pretrain_spectra(
         chunk_mask(1, n_tokens(n_pixels), s.mask_chunks, s.mask_chunk_length)
     except ValueError as err:
         raise ValueError(f"{train_path}: spectra of {n_pixels} pixels: {err}") from err
+    seed_run(s.seed)
     module = SpectrumPretraining(model_config, asdict(s))
-    fit(
-        module, train, val, run_dir, s.epochs, gradient_clip=s.gradient_clip, devices=max(1, s.gpus), seed=s.seed,
-        callbacks=callbacks,
-    )  # fmt: skip
+    fit(module, train, val, run_dir, s.epochs, s.gradient_clip, devices=max(1, s.gpus), callbacks=callbacks)
     save_encoder(module.model, encoder_path)
     write_metrics(run_dir, metrics_path)
