@@ -104,6 +104,24 @@ def test_torch_dataset_with_workers(dataset):
         GalaxyDataset(outputs["train"], columns=("NOPE",))
 
 
+def test_rows_read_into_memory_are_the_rows_read_lazily(dataset, monkeypatch):
+    from astroclip_pipeline.data import galaxy_dataset
+
+    outputs, _, _ = dataset
+    columns = ("Z_HP", "LOGMSTAR")
+    held = GalaxyDataset(outputs["train"], columns=columns)
+    monkeypatch.setattr(galaxy_dataset, "IN_MEMORY_BYTES", 0)
+    lazy = GalaxyDataset(outputs["train"], columns=columns)
+    assert held._rows is not None and lazy._rows is None
+    for index in range(len(lazy)):
+        a, b = held[index], lazy[index]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+    held[0]["spectrum"].zero_()  # a row changed in place leaves the rows in memory as they were
+    assert torch.equal(held[0]["spectrum"], lazy[0]["spectrum"])
+
+
 @pytest.mark.parametrize("where", ["flux", "ivar", "image"])
 def test_a_non_finite_value_with_weight_stops_the_build_naming_shard_target_and_pixel(tiny_survey, tmp_path, where):
     # A shard written around the sources' gate (write_spectra_files) with one bad value.
