@@ -185,6 +185,17 @@ def test_the_same_seed_trains_the_same_heads(tiny_dataset, encoders, tmp_path):
     assert_same_weights(tmp_path / "a" / "astroclip.ckpt", tmp_path / "b" / "astroclip.ckpt")
 
 
+def test_embedding_with_a_gpu_asked_for_and_none_visible_stops(tiny_dataset, encoders, tmp_path, monkeypatch):
+    _align(tiny_dataset, encoders, tmp_path / "run", settings={**SETTINGS, "epochs": 1})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    named = r"rule embed: config key 'align.gpus' asks for 1 GPU\(s\).*allow_cpu_fallback"
+    with pytest.raises(RuntimeError, match=named):
+        embed_split(tmp_path / "astroclip.ckpt", tiny_dataset["test"], tmp_path / "test.h5", gpus=1)
+    assert not (tmp_path / "test.h5").exists()
+    embed_split(tmp_path / "astroclip.ckpt", tiny_dataset["test"], tmp_path / "test.h5", gpus=1, cpu_fallback=True)
+    assert read_embeddings(tmp_path / "test.h5")["image_embedding"].shape[1] == SETTINGS["embed_dim"]
+
+
 def test_alignment_resumes_and_its_embeddings_are_normalised(tiny_dataset, encoders, tmp_path):
     run_dir = tmp_path / "run"
     # preempted in the middle of the second epoch, so that the first one's validation has run

@@ -64,6 +64,8 @@ rule embed:
         gpu=config["align"]["gpus"],
     params:
         code=library_code("embed.py"),
+        gpus=config["align"]["gpus"],
+        cpu_fallback=config["allow_cpu_fallback"],
     script:
         "../scripts/embed.py"
 

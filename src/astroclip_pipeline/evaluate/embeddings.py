@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..devices import require_gpus
 from ..files import atomic_path, open_hdf5
 from ..models.astroclip import load_astroclip
 
@@ -20,7 +21,16 @@ from ..models.astroclip import load_astroclip
 _ARRAYS = ("image", "spectrum", "ivar", "wavelength")
 
 
-def embed_split(model_path: str | Path, dataset_path: str | Path, output: str | Path, batch_size: int = 128) -> None:
+def embed_split(
+    model_path: str | Path, dataset_path: str | Path, output: str | Path, batch_size: int = 128, gpus: int = 0,
+    cpu_fallback: bool = False,
+) -> None:  # fmt: skip
+    """Both embeddings of every galaxy of a dataset file, with its catalogue columns, to ``output``.
+
+    ``gpus`` is the ``align:`` block's: with ``gpus`` > 0 and no visible GPU it stops at once
+    (``devices.require_gpus``, rule ``embed``) unless ``cpu_fallback``. A GPU is used when there is one.
+    """
+    require_gpus(gpus, "align", cpu_fallback, rule="embed")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_astroclip(model_path).to(device)
     with open_hdf5(dataset_path, "r") as h5:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..data.augmentations import N_ORIENTATIONS, AugmentationSpec, dihedral, random_blur, random_dihedral, random_noise
 from ..data.galaxy_dataset import GalaxyDataset
+from ..devices import require_gpus
 from ..models.astroclip import AstroCLIP, save_astroclip, set_trainable
 from ..models.image_encoder import load_image_encoder
 from ..models.specformer import load_encoder, n_tokens
@@ -36,7 +37,6 @@ from .loop import (
     input_fingerprint,
     prepare_run_dir,
     require_full_batch,
-    require_gpus,
     seed_run,
     settings_from_config,
     split_loader,

@@ -52,6 +52,7 @@ from torch import nn
 
 from ..data.augmentations import AugmentationSpec, random_blur, random_crop_flip, random_noise, random_reddening
 from ..data.galaxy_dataset import GalaxyDataset
+from ..devices import require_gpus
 from ..models.image_encoder import ViTImageEncoder, save_image_encoder
 from ..models.image_preprocessing import viewer_rgb
 from ..models.vit import VisionTransformer, ViTConfig, vit_config_of
@@ -61,7 +62,6 @@ from .loop import (
     input_fingerprint,
     prepare_run_dir,
     require_full_batch,
-    require_gpus,
     seed_run,
     settings_from_config,
     to_device,

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ..data.augmentations import AugmentationSpec, augment
 from ..data.galaxy_dataset import GalaxyDataset
+from ..devices import require_gpus
 from ..models.image_encoder import ImageEncoder, save_image_encoder
 from ..models.image_preprocessing import stein_rgb
 from ..models.resnet import ResNetConfig
@@ -31,7 +32,6 @@ from .loop import (
     input_fingerprint,
     prepare_run_dir,
     require_full_batch,
-    require_gpus,
     seed_run,
     settings_from_config,
     split_loader,

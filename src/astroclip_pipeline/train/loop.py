@@ -5,7 +5,7 @@
   SIGTERM from a scheduler, an error), so a rerun resumes from the last saved step; a rerun with
   other model or data settings, or other inputs, starts afresh in an emptied run directory.
 - A GPU asked for is a GPU used: ``gpus`` > 0 without as many visible CUDA devices stops at once
-  (``require_gpus``), unless the CPU fallback is asked for explicitly.
+  (``devices.require_gpus``), unless the CPU fallback is asked for explicitly.
 - Metrics to ``logs/version_N/metrics.csv``, one version per attempt, so that resuming never
   overwrites what an earlier attempt logged; ``collect_metrics`` joins them. A progress bar.
 """
@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import signal
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,48 +48,6 @@ class CheckpointOnInterrupt(Callback):
         if trainer.global_step > 0:
             log.warning("training interrupted (%r); saving %s at step %d", exception, self.path, trainer.global_step)
             trainer.save_checkpoint(self.path)
-
-
-def cuda_report() -> str:
-    """What CUDA reports on this node, in words: the torch build, device count, visible devices, and
-    any warning that ``torch.cuda.is_available()`` gave (a driver too old, no driver...)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        available = torch.cuda.is_available()
-        count = torch.cuda.device_count() if available else 0
-    report = (
-        f"torch {torch.__version__} built with CUDA {torch.version.cuda or 'none (a CPU-only build)'}, "
-        f"torch.cuda.is_available() = {available}, {count} device(s) visible, "
-        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}"
-    )
-    return "; ".join([report, *(str(w.message).strip() for w in caught)])
-
-
-def require_gpus(gpus: int, stage: str, cpu_fallback: bool = False) -> None:
-    """Stop at once unless ``gpus`` CUDA devices are visible (``gpus`` = 0 asks for none).
-
-    ``stage`` is the config block (and rule) that asked, e.g. ``"align"``. Training a model meant
-    for a GPU on the CPU takes hours before anyone notices, so a missing GPU is an error; with
-    ``cpu_fallback`` (config key ``allow_cpu_fallback``: a test cluster's stand-in GPU) it is a warning.
-
-    Raises:
-        RuntimeError: naming the rule, the config key and what CUDA reports.
-    """
-    if gpus <= 0:
-        return
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if visible >= gpus:
-        return
-    report = cuda_report()
-    if cpu_fallback and visible == 0:
-        log.warning("%s: %d GPU(s) asked for, none visible (%s); training on the CPU (allow_cpu_fallback)",
-                    stage, gpus, report)  # fmt: skip
-        return
-    raise RuntimeError(
-        f"rule {stage}: config key '{stage}.gpus' asks for {gpus} GPU(s), but CUDA sees {visible}: {report}. "
-        f"Run it on a node with {gpus} GPU(s) (check the job's --gpus/--gres and CUDA_VISIBLE_DEVICES), "
-        f"set '{stage}.gpus: {visible}', or set 'allow_cpu_fallback: true' to train on the CPU anyway."
-    )
 
 
 def accelerator_settings(devices: int) -> dict:

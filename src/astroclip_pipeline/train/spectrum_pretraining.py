@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..data.galaxy_dataset import GalaxyDataset
+from ..devices import require_gpus
 from ..models.masked_segments import chunk_mask, hide, line_emphasis, masked_mse
 from ..models.specformer import SpecFormer, SpecFormerConfig, n_tokens, save_encoder, tokenize
 from .loop import (
@@ -16,7 +17,6 @@ from .loop import (
     input_fingerprint,
     prepare_run_dir,
     require_full_batch,
-    require_gpus,
     seed_run,
     settings_from_config,
     split_loader,
