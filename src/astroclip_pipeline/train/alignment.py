@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..data.augmentations import N_ORIENTATIONS, AugmentationSpec, dihedral, random_blur, random_dihedral, random_noise
 from ..data.galaxy_dataset import GalaxyDataset
 from ..devices import require_gpus
+from ..files import open_hdf5
 from ..models.astroclip import AstroCLIP, save_astroclip, set_trainable
 from ..models.image_encoder import load_image_encoder
 from ..models.specformer import load_encoder, n_tokens
@@ -252,9 +253,11 @@ def frozen_feature_caches(
     model: AstroCLIP, paths: Sequence[str | Path], s: AlignSettings
 ) -> list[dict[str, torch.Tensor]]:
     """For each split file, the backbone outputs worth caching under the memory budget (see the module's docstring)."""
-    rows = [GalaxyDataset(p, fields=("spectrum",), columns=()) for p in paths]
-    n_rows = sum(len(r) for r in rows)
-    image_bytes, spectrum_bytes = cache_sizes(model, n_rows, rows[0][0]["spectrum"].shape[0])
+    # the sizes from the files' shapes: a Dataset of the spectra would read them all into memory
+    n_rows = sum(len(GalaxyDataset(p, fields=(), columns=())) for p in paths)
+    with open_hdf5(paths[0], "r") as h5:
+        n_pixels = h5["spectrum"].shape[1]
+    image_bytes, spectrum_bytes = cache_sizes(model, n_rows, n_pixels)
     budget = s.cache_memory_gib * 2**30
     use_image = s.image_features_cacheable and image_bytes <= budget
     use_spectrum = s.spectrum_features_cacheable and image_bytes * use_image + spectrum_bytes <= budget
