@@ -1,5 +1,6 @@
-"""Callbacks that tests use to interrupt and watch training runs."""
+"""Callbacks that tests use to interrupt and watch training runs, and a comparison of saved weights."""
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 
@@ -28,7 +29,6 @@ class CountSteps(Callback):
 
 def saved_tensors(path) -> dict:
     """Every tensor of a saved model file (nested dictionaries flattened to dotted keys)."""
-    import torch
 
     def walk(value, prefix):
         if torch.is_tensor(value):
@@ -42,8 +42,6 @@ def saved_tensors(path) -> dict:
 
 def assert_same_weights(path_a, path_b) -> None:
     """Two saved models hold the same tensors, bit for bit."""
-    import torch
-
     a, b = saved_tensors(path_a), saved_tensors(path_b)
     assert a.keys() == b.keys() and a
     differing = [key for key in a if not torch.equal(a[key], b[key])]
