@@ -1,5 +1,6 @@
 """Galaxy morphology: the mock's truth in its images, simulated Galaxy Zoo votes, the v2 classification protocol."""
 
+import galsim
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,8 +30,8 @@ from astroclip_pipeline.sources.galaxy_zoo import (
     validate_volunteer_catalogue,
 )
 from astroclip_pipeline.sources.http import DownloadError, Fetcher, RetryPolicy
-from astroclip_pipeline.sources.mock.galaxy_zoo import simulate_votes
-from astroclip_pipeline.sources.mock.images import render_cutouts
+from astroclip_pipeline.sources.mock.galaxy_zoo import apparent_axis_ratio, simulate_votes
+from astroclip_pipeline.sources.mock.images import MOFFAT_BETA, render_cutouts
 from astroclip_pipeline.sources.mock.population import PopulationSpec, draw_population
 
 from .loopback import Fault, LoopbackServer
@@ -85,8 +86,24 @@ def test_votes_follow_the_truth(population, votes):
     # Small disks look smooth to volunteers: the bias the catalogue's debiasing is about.
     small = population.RE_DISK < 0.8
     assert featured[population.FEATURED & small].mean() < featured[population.FEATURED & large].mean() - 0.2
+    # Volunteers call a disk edge-on when it looks thin: large edge-on disks, not those the seeing rounds.
     edge_on = votes["disk-edge-on_yes_fraction"]
-    assert edge_on[population.EDGE_ON].mean() > 0.7 > 0.2 > edge_on[population.FEATURED & ~population.EDGE_ON].mean()
+    other_disks = population.FEATURED & ~population.EDGE_ON
+    assert edge_on[population.EDGE_ON & large].mean() > 0.7 > 0.2 > edge_on[other_disks].mean()
+    assert edge_on[population.EDGE_ON & small].mean() < 0.25
+
+
+def test_apparent_axis_ratio_is_what_adaptive_moments_measure():
+    """The table's interpolation against GalSim's HSM on a noise-free image off the table's grid."""
+    psf = galsim.Moffat(beta=MOFFAT_BETA, fwhm=1.1)
+    for profile, shape in (("exponential", galsim.Exponential), ("devaucouleurs", galsim.DeVaucouleurs)):
+        for radius, q in ((0.7, 0.3), (2.3, 0.55)):
+            image = galsim.Convolve(shape(half_light_radius=radius).shear(q=q, beta=0.0 * galsim.degrees), psf)
+            measured = galsim.hsm.FindAdaptiveMom(image.drawImage(nx=96, ny=96, scale=0.262)).observed_shape.q
+            assert apparent_axis_ratio(radius, q, 1.1, profile) == pytest.approx(measured, abs=0.01)
+    # A thin disk much smaller than the seeing looks round; a large one shows its own axis ratio.
+    small, large = apparent_axis_ratio([0.1, 20.0], [0.2, 0.2], 1.3)
+    assert small > 0.9 and large == pytest.approx(0.2, abs=0.03)
 
 
 def _face_on_spiral(population: pd.DataFrame, **changes) -> pd.DataFrame:
@@ -257,3 +274,4 @@ def test_catalogue_downloads_through_the_fetcher_and_cross_matches(votes, popula
     assert labels.matched.iloc[:200].all() and not labels.matched.iloc[200:].any()
     assert labels.separation_arcsec.max() < 0.5
     np.testing.assert_allclose(labels["bar_no_debiased"].iloc[:200], votes["bar_no_debiased"].iloc[:200])
+

@@ -22,7 +22,6 @@ from ..shards import (
     write_missing,
     write_spectra_files,
 )
-from .galaxy_zoo import simulate_votes
 from .images import ARTEFACT_KINDS, PIXEL_SCALE, render_cutouts
 from .morphology import BAR_KINDS, MERGER_KINDS, morphology_label
 from .population import PopulationSpec, draw_population
@@ -30,7 +29,8 @@ from .spectra import model_spectra, observe_spectra
 from .templates import BANDS, nanomaggies_to_mag
 
 SOURCE_NAME = "mock"
-_STAGE_POPULATION, _STAGE_SPECTRA, _STAGE_IMAGES, _STAGE_GALAXY_ZOO = 0, 1, 2, 3
+#: Each stage draws from its own random stream (``stage_rng``), so that one can change alone.
+STAGE_POPULATION, STAGE_SPECTRA, STAGE_IMAGES, STAGE_GALAXY_ZOO = 0, 1, 2, 3
 #: The catalogue columns the mock publishes, as PROVABGS spells them (SSFR is log10 per year,
 #: AGE is the mass-weighted age in Gyr, Z_MW the mass-weighted metallicity as a mass fraction).
 CATALOGUE_COLUMNS = ["TARGETID", "RA", "DEC", "Z_HP", "LOGMSTAR", "SSFR", "AGE", "Z_MW", "MAG_G", "MAG_R", "MAG_Z"]
@@ -58,7 +58,7 @@ class MockSurveySpec:
         return cls(**mock)
 
 
-def _rng(seed: int, stage: int, shard: int = 0) -> np.random.Generator:
+def stage_rng(seed: int, stage: int, shard: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, stage, shard])
 
 
@@ -70,7 +70,7 @@ def select_targets(spec: MockSurveySpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows carry the failure values real catalogues have (LOGMSTAR = -999 for a failed SED fit,
     a magnitude of 0 for missing photometry), so that the dataset cuts have something to cut.
     """
-    rng = _rng(spec.seed, _STAGE_POPULATION)
+    rng = stage_rng(spec.seed, STAGE_POPULATION)
     population = PopulationSpec(spec.n_galaxies, spec.z_min, spec.z_max, spec.mag_limit_r)
     galaxies = draw_population(population, rng)
     n = len(galaxies)
@@ -114,14 +114,6 @@ def write_targets(spec: MockSurveySpec, targets_path: str | Path, galaxies_path:
     return int(targets.SHARD.max()) + 1
 
 
-def write_galaxy_zoo(spec: MockSurveySpec, galaxies_path: str | Path, output: str | Path) -> None:
-    """Simulated GZD-5 volunteer votes on every mock galaxy, as ``gz_decals_volunteers_5.csv``."""
-    galaxies = pd.read_parquet(galaxies_path)
-    votes = simulate_votes(galaxies, _rng(spec.seed, _STAGE_GALAXY_ZOO), spec.psf_fwhm)
-    with atomic_path(output) as tmp:
-        votes.to_csv(tmp, index=False)
-
-
 def _shard_rows(galaxies_path: str | Path, shard: int) -> pd.DataFrame:
     galaxies = pd.read_parquet(galaxies_path)
     rows = galaxies[galaxies.SHARD == shard].reset_index(drop=True)
@@ -140,7 +132,7 @@ def write_spectra(spec: MockSurveySpec, galaxies_path, shard: int, spectra_path,
     rows = _shard_rows(galaxies_path, shard)
     wavelength = wavelength_grid(spec.rebin)
     model = model_spectra(rows, wavelength, spec.psf_fwhm)
-    flux, ivar, mask = observe_spectra(model, spec.rebin, _rng(spec.seed, _STAGE_SPECTRA, shard))
+    flux, ivar, mask = observe_spectra(model, spec.rebin, stage_rng(spec.seed, STAGE_SPECTRA, shard))
     shard_data = SpectraShard(rows.TARGETID.to_numpy(), wavelength, flux, ivar, mask)
     write_spectra_files(spectra_path, missing_path, shard_data, _no_missing(), SOURCE_NAME)
 
@@ -151,7 +143,7 @@ def write_cutouts(spec: MockSurveySpec, galaxies_path, shard: int, cutouts_path,
     images = render_cutouts(
         rows,
         spec.image_size,
-        _rng(spec.seed, _STAGE_IMAGES, shard),
+        stage_rng(spec.seed, STAGE_IMAGES, shard),
         psf_fwhm=spec.psf_fwhm,
         neighbour_rate=spec.neighbour_rate,
     )
