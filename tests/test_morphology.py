@@ -6,10 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
+from astroclip_pipeline.evaluate.adaptive_moments import adaptive_moments
 from astroclip_pipeline.evaluate.morphology import (
+    MOMENTS_FEATURES,
     MorphologyProtocol,
     accuracy,
     match_labels,
+    morphology_features,
     morphology_metrics,
     predict_probabilities,
     protocol_rows,
@@ -275,3 +278,33 @@ def test_catalogue_downloads_through_the_fetcher_and_cross_matches(votes, popula
     assert labels.separation_arcsec.max() < 0.5
     np.testing.assert_allclose(labels["bar_no_debiased"].iloc[:200], votes["bar_no_debiased"].iloc[:200])
 
+
+def test_adaptive_moments_measure_axis_ratio_and_size_and_flag_failures():
+    """Noise-free exponential disks of known shape through a Gaussian PSF; an empty cutout fails."""
+    psf = galsim.Gaussian(sigma=1.0)
+    shapes = [(3.0, 0.3), (3.0, 0.9), (6.0, 0.5)]  # (half-light radius in pixels, axis ratio)
+    images = [
+        galsim.Convolve(galsim.Exponential(half_light_radius=r).shear(q=q, beta=30.0 * galsim.degrees), psf)
+        .drawImage(nx=64, ny=64, scale=1.0)
+        .array
+        for r, q in shapes
+    ]
+    moments = adaptive_moments(np.stack(images + [np.zeros((64, 64))]))
+    expected = [galsim.hsm.FindAdaptiveMom(galsim.Image(image)).observed_shape.q for image in images]
+    assert moments[:3, 0] == pytest.approx(expected, abs=1e-6)
+    assert moments[0, 0] < 0.5 < moments[2, 0] < moments[1, 0]  # the seeing rounds the small thin disk
+    assert moments[2, 1] > moments[0, 1]  # log σ grows with the disk
+    assert moments[:, 2].tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert moments[3, 0] == 1.0 and moments[3, 1] == pytest.approx(np.median(moments[:3, 1]))
+
+
+def test_morphology_features_refuse_rows_of_other_galaxies():
+    ids = np.array([5, 7])
+    magnitudes = {m: np.ones(2) for m in ("MAG_G", "MAG_R", "MAG_Z")}
+    embeddings = {"TARGETID": ids, "image_embedding": np.zeros((2, 4))} | magnitudes
+    backbone = {"TARGETID": ids, "image": np.zeros((2, 3))}
+    moments = {"TARGETID": ids[::-1], "moments": np.zeros((2, 3))}
+    with pytest.raises(ValueError, match="adaptive moments hold different galaxies"):
+        morphology_features(embeddings, backbone, moments)
+    features = morphology_features(embeddings, backbone, moments | {"TARGETID": ids})
+    assert features[MOMENTS_FEATURES].shape == (2, 6)

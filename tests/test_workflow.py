@@ -198,7 +198,8 @@ def test_ci_run_classifies_morphology_and_fills_the_v2_headline(workdir):
     assert len(votes) == 200 and "bar_weak_debiased" in votes.columns
     metrics = pd.read_csv(workdir / "results/tables/morphology_metrics.csv")
     assert set(metrics.features) == {
-        "AstroCLIP image embedding", "image backbone before alignment", "photometry (g, r, z magnitudes)"
+        "AstroCLIP image embedding", "image backbone before alignment", "photometry (g, r, z magnitudes)",
+        "adaptive moments (r-band axis ratio, size) and magnitudes",
     }  # fmt: skip
     assert "smooth-or-featured" in set(metrics.question) and metrics.accuracy.between(0, 1).all()
     cuts = pd.read_csv(workdir / "results/tables/morphology_cuts.csv").set_index("step").galaxies

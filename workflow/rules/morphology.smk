@@ -39,6 +39,7 @@ rule morphology_classification:
     input:
         embeddings=HELD_OUT,
         backbone="results/features/backbones_heldout.h5",
+        datasets=["results/data/val.h5", "results/data/test.h5"],  # HELD_OUT's sources, for the moments
         catalogue=galaxy_zoo_catalogue(),
     output:
         predictions="results/tables/morphology_predictions.parquet",

@@ -5,6 +5,7 @@ log_to_file(snakemake.log[0])
 write_morphology(
     snakemake.input.embeddings,
     snakemake.input.backbone,
+    snakemake.input.datasets,
     snakemake.input.catalogue,
     snakemake.output.predictions,
     snakemake.output.metrics,

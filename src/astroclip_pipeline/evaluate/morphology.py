@@ -26,6 +26,7 @@ from torch import nn
 
 from ..files import atomic_path, open_hdf5
 from ..sources.galaxy_zoo import QUESTIONS, answer_columns, cross_match, read_volunteer_catalogue, total_column
+from .adaptive_moments import dataset_moments
 from .embeddings import read_embedding_files
 
 #: The v2 paper's headline (mean over questions) morphology accuracy, by our feature-set names.
@@ -34,6 +35,8 @@ PUBLISHED_ACCURACY = {
     "image backbone before alignment": 0.78,  # AstroDINO in v2; Stein et al.'s ResNet scores 0.76
 }
 FIRST_QUESTION = "smooth-or-featured"
+#: The classical-measurement row: r-band adaptive moments and the g, r, z magnitudes.
+MOMENTS_FEATURES = "adaptive moments (r-band axis ratio, size) and magnitudes"
 
 
 @dataclass(frozen=True)
@@ -207,29 +210,38 @@ def match_counts(labels: pd.DataFrame, protocol: MorphologyProtocol) -> pd.DataF
     return pd.DataFrame(steps, columns=["step", "galaxies"])
 
 
-def morphology_features(embeddings: dict[str, np.ndarray], backbone: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The feature sets the v2 table compares, row-aligned with the held-out embedding files."""
-    if not np.array_equal(embeddings["TARGETID"], backbone["TARGETID"]):
-        raise ValueError("the embedding files and the backbone features hold different galaxies or orders")
+def morphology_features(
+    embeddings: dict[str, np.ndarray], backbone: dict[str, np.ndarray], moments: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The feature sets compared, row-aligned with the held-out embedding files: the v2 table's
+    three, and the cutouts' adaptive moments with the magnitudes (``adaptive_moments``), which
+    show how much of each question a classical shape measurement answers."""
+    for name, other in (("backbone features", backbone), ("adaptive moments", moments)):
+        if not np.array_equal(embeddings["TARGETID"], other["TARGETID"]):
+            raise ValueError(f"the embedding files and the {name} hold different galaxies or orders")
+    magnitudes = np.stack([embeddings[m] for m in ("MAG_G", "MAG_R", "MAG_Z")], axis=1)
     return {
         "AstroCLIP image embedding": embeddings["image_embedding"],
         "image backbone before alignment": backbone["image"],
-        "photometry (g, r, z magnitudes)": np.stack([embeddings[m] for m in ("MAG_G", "MAG_R", "MAG_Z")], axis=1),
+        "photometry (g, r, z magnitudes)": magnitudes,
+        MOMENTS_FEATURES: np.concatenate([moments["moments"], magnitudes], axis=1),
     }
 
 
 def write_morphology(
-    embedding_paths, backbone_path, catalogue_path, predictions_out, metrics_out, counts_out,
+    embedding_paths, backbone_path, dataset_paths, catalogue_path, predictions_out, metrics_out, counts_out,
     protocol: MorphologyProtocol, seed: int,
 ) -> None:  # fmt: skip
-    """Cross-match, classify and score: the predictions (parquet), metrics and counts (CSV)."""
+    """Cross-match, classify and score: the predictions (parquet), metrics and counts (CSV).
+    ``dataset_paths`` are the dataset files the embedding files were made from, in their order."""
     embeddings = read_embedding_files(embedding_paths)
     with open_hdf5(backbone_path, "r") as h5:
         backbone = {name: h5[name][()] for name in h5}
+    moments = dataset_moments(dataset_paths)
     catalogue = read_volunteer_catalogue(catalogue_path)
     labels = match_labels(embeddings["RA"], embeddings["DEC"], catalogue, protocol.match_radius_arcsec)
     predictions = classify_morphology(
-        morphology_features(embeddings, backbone), labels, embeddings["TARGETID"], protocol, seed
+        morphology_features(embeddings, backbone, moments), labels, embeddings["TARGETID"], protocol, seed
     )
     with atomic_path(predictions_out) as tmp:
         predictions.to_parquet(tmp, index=False)
